@@ -1,0 +1,123 @@
+"""The experiment registry: every claim test and study analysis, by name, with a version.
+
+    @experiment("rank-collapse", claim="C2", version=1, title="...")
+    def rank_collapse(ctx: Context) -> Result: ...
+
+`run_experiment` reuses a stored result of the same name, mode and version (and seed
+count) instead of recomputing; bump `version` when the experiment's code changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ffnlab.errors import FFNLabError, unknown
+from ffnlab.results import Result, code_version, results_dir
+
+MODES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an experiment gets: the mode, seeds, where results and caches live, and options."""
+
+    mode: str
+    seeds: tuple[int, ...]
+    results: Path
+    data: str | None = None  # corpus path; None = the default corpus
+    progress: bool = True
+    options: dict = field(default_factory=dict)
+
+    @property
+    def quick(self) -> bool:
+        return self.mode == "quick"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    claim: str
+    version: int
+    title: str
+    fn: Callable[[Context], Result]
+    default_seeds: dict[str, int]  # mode -> number of seeds
+    order: int = 100  # position in the study
+
+    def result_path(self, results: Path, mode: str) -> Path:
+        return results / "experiments" / f"{self.name}-{mode}.json"
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def experiment(name: str, claim: str, version: int, title: str, seeds: dict[str, int] | None = None,
+               order: int = 100) -> Callable[[Callable[[Context], Result]], Callable[[Context], Result]]:
+    def add(fn: Callable[[Context], Result]) -> Callable[[Context], Result]:
+        EXPERIMENTS[name] = Experiment(name, claim, version, title, fn, seeds or {"quick": 1, "full": 3}, order)
+        return fn
+    return add
+
+
+def load_all() -> dict[str, Experiment]:
+    """Import every experiment module so that the registry is complete."""
+    import importlib
+    import pkgutil
+
+    import ffnlab.experiments as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in ("registry", "verdict"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+    return dict(sorted(EXPERIMENTS.items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+def get(name: str) -> Experiment:
+    experiments = load_all()
+    if name not in experiments:
+        raise unknown("experiment", name, experiments)
+    return experiments[name]
+
+
+def stored(name: str, mode: str, results: str | Path | None = None) -> Result | None:
+    """The stored result of an experiment, if there is one."""
+    path = get(name).result_path(results_dir(results), mode)
+    return Result.load(path) if path.exists() else None
+
+
+def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, results: str | Path | None = None,
+                   data: str | None = None, reuse: bool = True, progress: bool = True,
+                   options: dict | None = None) -> Result:
+    """Run one experiment (or reuse its stored result) and save its `Result`."""
+    if mode not in MODES:
+        raise unknown("mode", mode, MODES)
+    exp = get(name)
+    n_seeds = seeds if seeds is not None else exp.default_seeds.get(mode, 1)
+    if n_seeds < 1:
+        raise FFNLabError(f"--seeds must be at least 1, got {n_seeds}")
+    root = results_dir(results)
+    path = exp.result_path(root, mode)
+    if reuse and path.exists():
+        old = Result.load(path)
+        if old.version == exp.version and len(old.seeds) == n_seeds and old.config.get("data") == data:
+            return old
+    ctx = Context(mode=mode, seeds=tuple(range(n_seeds)), results=root, data=data, progress=progress,
+                  options=dict(options or {}))
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    result = exp.fn(ctx)
+    result.name, result.claim, result.version, result.mode = exp.name, exp.claim, exp.version, mode
+    result.title = result.title or exp.title
+    result.seeds = list(ctx.seeds)
+    result.config = {**result.config, "data": data}
+    result.code_version = code_version()
+    result.started = started
+    result.wall_seconds = time.perf_counter() - t0
+    seeds_flag = f" --seeds {n_seeds}" if seeds is not None else ""
+    data_flag = f" --data {data}" if data else ""
+    result.command = result.command or f"ffnlab run {name} --{mode}{seeds_flag}{data_flag}"
+    result.save(path)
+    return result
