@@ -94,8 +94,9 @@ def hook_point_sites(module: nn.Module) -> dict[str, HookSite]:
     return {name: HookSite(m) for name, m in module.named_modules() if isinstance(m, HookPoint)}
 
 
-def resolve(model: Hooked, names: Iterable[str]) -> dict[str, HookSite]:
-    sites = model.hook_sites()
+def resolve(model: Hooked | nn.Module, names: Iterable[str]) -> dict[str, HookSite]:
+    """The sites of `names`; a plain module without `hook_sites()` offers its HookPoints."""
+    sites = model.hook_sites() if hasattr(model, "hook_sites") else hook_point_sites(model)
     out = {}
     for name in names:
         if name not in sites:
@@ -118,21 +119,24 @@ def hooks(model: Hooked, edits: Mapping[str, Edit]) -> Iterator[None]:
 
 
 class Cache(dict):
-    """Captured activations: `cache[name]` is one tensor (forwards concatenated along dim 0)."""
+    """Captured activations: `cache[name]` is one tensor.
 
-    def __init__(self, names: Sequence[str]):
+    Over several forwards, activations are concatenated along the batch dimension;
+    reduced values (`stack=True`) are stacked along a new first dimension.
+    """
+
+    def __init__(self, names: Sequence[str], stack: bool = False):
         super().__init__()
         self._parts: dict[str, list[Tensor]] = {name: [] for name in names}
+        self._stack = stack
 
     def _add(self, name: str, value: Tensor) -> None:
         self._parts[name].append(value)
         parts = self._parts[name]
         if len(parts) == 1:
             self[name] = parts[0]
-        elif parts[0].dim() == 0:
-            self[name] = torch.stack(parts)
         else:
-            self[name] = torch.cat(parts)
+            self[name] = torch.stack(parts) if self._stack else torch.cat(parts)
 
     def parts(self, name: str) -> list[Tensor]:
         """The per-forward values of `name`, in call order."""
@@ -149,7 +153,7 @@ def capture(model: Hooked, names: Iterable[str],
     statistic costs the memory of the statistic, not of the activation.
     """
     names = list(names)
-    cache = Cache(names)
+    cache = Cache(names, stack=reduce is not None)
 
     def recorder(name: str) -> Edit:
         def record(act: Tensor) -> None:

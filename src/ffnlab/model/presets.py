@@ -14,11 +14,11 @@ PRESETS: dict[str, ModelConfig] = {
     # For CPU studies: about 10M parameters with an 8k vocabulary.
     "small": ModelConfig(arch="decoder", vocab_size=8192, d_model=320, n_layers=6, n_heads=5, max_seq_len=256,
                          ffn=FFNConfig(kind="mlp", activation="gelu", ratio=4.0)),
-    # BertModel(BertConfig()) plus the (tied) MLM head of BertForMaskedLM.
+    # BertModel(BertConfig()): with the pooler, without the MLM head (lm_head=True adds it).
     "bert-base": ModelConfig(arch="encoder", vocab_size=30522, d_model=768, n_layers=12, n_heads=12,
                              max_seq_len=512, ffn=FFNConfig(kind="mlp", activation="gelu", d_ff=3072),
                              norm_position="post", norm_eps=1e-12, final_norm=False, embed_norm=True,
-                             type_vocab_size=2, pooler=True),
+                             type_vocab_size=2, pooler=True, lm_head=False),
     # GPT2Model(GPT2Config()) with the tied LM head of GPT2LMHeadModel.
     "gpt2-small": ModelConfig(arch="decoder", vocab_size=50257, d_model=768, n_layers=12, n_heads=12,
                               max_seq_len=1024, ffn=FFNConfig(kind="mlp", activation="gelu_tanh", d_ff=3072),

@@ -166,6 +166,15 @@ class Transformer(nn.Module):
     def causal(self) -> bool:
         return self.config.causal
 
+    @property
+    def d_model(self) -> int:
+        return self.config.d_model
+
+    @property
+    def head_weight(self) -> Tensor | None:
+        """The unembedding matrix (V, D), tied or not."""
+        return None if self.head is None else self.head.weight
+
     def hook_sites(self) -> dict[str, HookSite]:
         return hook_point_sites(self)
 

@@ -1,0 +1,43 @@
+"""The command line: bad input gives one line and a non-zero exit, never a traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ffnlab.cli import main
+
+
+def ffnlab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ffnlab", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["params", "--preset", "smol"], "unknown preset 'smol'; did you mean 'small'?"),
+    (["params", "--preset", "tiny", "--ffn", "swigloo"], "did you mean 'swiglu'?"),
+    (["params", "--seq-lens", "x"], "invalid int value"),
+    (["no-such-command"], "invalid choice"),
+])
+def test_bad_input_is_one_line(args, words):
+    out = ffnlab(*args)
+    assert out.returncode == 2
+    assert words in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_params_json(capsys):
+    assert main(["params", "--preset", "gpt2-small", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["total"] == 124_439_808
+    ffn = next(c for c in r["components"] if c["component"] == "ffn")
+    assert round(ffn["pct_total"], 1) == 45.5
+    assert r["crossover_attention_total"] == 3072
+
+
+def test_params_compares_kinds(capsys):
+    assert main(["params", "--preset", "tiny", "--ffn", "mlp", "swiglu", "none", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["ffn"] for r in rows] == ["mlp", "swiglu", "none"]
+    assert rows[2]["crossover_attention_total"] is None
