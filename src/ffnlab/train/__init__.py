@@ -1,0 +1,8 @@
+"""Training: config, the training loop, evaluation, checkpoints, reuse of finished runs."""
+
+from ffnlab.train.checkpoint import checkpoint_dir, load_model
+from ffnlab.train.config import TrainConfig
+from ffnlab.train.trainer import TrainResult, evaluate, lr_at, run_hash, train, train_or_reuse
+
+__all__ = ["TrainConfig", "TrainResult", "checkpoint_dir", "evaluate", "load_model", "lr_at", "run_hash", "train",
+           "train_or_reuse"]

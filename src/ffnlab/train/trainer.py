@@ -1,0 +1,273 @@
+"""Train a Transformer as a causal LM (decoder) or masked LM (encoder), resumably and reproducibly.
+
+AdamW (Loshchilov & Hutter 2019) with linear warmup and cosine decay, gradient clipping and
+accumulation, the MoE load-balancing loss, held-out loss on a schedule, atomic checkpoints.
+Batches are pure functions of (step, seed), and the torch RNG is checkpointed, so a run that
+is interrupted and resumed ends with the same weights, bit for bit, as one that was not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F_
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ffnlab.data.tokens import IGNORE, MLMData, TokenData
+from ffnlab.errors import FFNLabError
+from ffnlab.model import ModelConfig, Transformer
+from ffnlab.store import Store, config_hash
+from ffnlab.train.checkpoint import (CHECKPOINT, TrainerState, checkpoint_dir, load_model, load_trainer_state,
+                                     restore, save_checkpoint)
+from ffnlab.train.config import TrainConfig
+
+
+class Data(Protocol):
+    """What `train` needs from data (TokenData, MLMData, or any synthetic task)."""
+
+    vocab_size: int
+    fingerprint: str
+
+    def batch(self, split: str, index: int, batch_size: int, seq_len: int, seed: int) -> tuple[Tensor, Tensor]: ...
+
+
+@dataclass
+class TrainResult:
+    model: Transformer  # eval mode
+    run_id: int | None
+    val_loss: float  # nats per predicted token, held out, fp32
+    history: list[dict[str, float]]
+    out_dir: Path
+    tokens_per_second: float
+    steps: int = 0
+    reused: bool = False  # loaded from a finished run instead of trained
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def val_ppl(self) -> float:
+        return math.exp(self.val_loss)
+
+
+def bf16_supported() -> bool:
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16" and bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for 0-based `step`: linear warmup, then cosine from `lr` to `min_lr`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: Transformer, cfg: TrainConfig) -> torch.optim.AdamW:
+    """Weight decay on matrices only: not on norms, biases or embeddings (nanoGPT, GPT-3)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        embedding = name.startswith(("tok.", "pos.", "types."))
+        (decay if p.dim() >= 2 and not embedding else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
+
+
+def for_model(model_cfg: ModelConfig, data: Data) -> Data:
+    """Encoders learn masked-LM: wrap plain token data in `MLMData`."""
+    if model_cfg.arch == "encoder" and isinstance(data, TokenData):
+        return MLMData(data)
+    return data
+
+
+def run_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data) -> str:
+    return config_hash({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "data": data.fingerprint})
+
+
+def loss_of(model: Transformer, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """(training loss incl. auxiliary losses, LM loss in nats)."""
+    logits = model(inputs)  # (B, T, V)
+    lm = F_.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+    aux = model.aux_loss()
+    return (lm + aux if aux is not None else lm), lm
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, data: Data, split: str = "val", batches: int = 20, batch_size: int = 32,
+             seq_len: int = 128, seed: int = 0, precision: str = "fp32") -> float:
+    """Mean cross-entropy (nats per predicted token) over `batches` fixed batches of `split`."""
+    if hasattr(model, "config"):
+        data = for_model(model.config, data)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i in range(batches):
+            inputs, targets = data.batch(split, i, batch_size, seq_len, seed)
+            with autocast(precision):
+                logits = model(inputs)
+            total += F_.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                                      reduction="sum").item()
+            count += int((targets != IGNORE).sum())
+    finally:
+        model.train(was_training)
+    return total / max(count, 1)
+
+
+def _check(model_cfg: ModelConfig, cfg: TrainConfig, data: Data) -> None:
+    if data.vocab_size > model_cfg.vocab_size:
+        raise FFNLabError(f"the data has {data.vocab_size} token ids but the model's vocab_size is "
+                          f"{model_cfg.vocab_size}; set the model's vocab_size to at least {data.vocab_size}")
+    if cfg.seq_len > model_cfg.max_seq_len:
+        raise FFNLabError(f"seq_len={cfg.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
+    if not model_cfg.lm_head:
+        raise FFNLabError("the model has no LM head (lm_head=False); it cannot be trained as a language model")
+    data.batch("train", 0, 1, cfg.seq_len, cfg.seed)  # fails early with a clear message if too small
+    data.batch("val", 0, 1, cfg.seq_len, cfg.seed)
+
+
+def _resume_state(out_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, data: Data) -> Path | None:
+    ckpt = checkpoint_dir(out_dir)
+    if ckpt is None or ckpt == out_dir:
+        return None
+    saved = load_trainer_state(ckpt)
+    same_model = ModelConfig.from_json((ckpt / "model.json").read_text()) == model_cfg
+    if not (same_model and saved.train == cfg.to_dict() and saved.data == data.fingerprint):
+        raise FFNLabError(f"{str(out_dir)!r} holds a checkpoint of a different run (model, train config or data "
+                          "differ); choose another output directory or start over without resuming")
+    return ckpt
+
+
+def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: str | Path,
+          store: Store | None = None, name: str = "", progress: bool = True, resume: bool = True) -> TrainResult:
+    """Train from scratch, or continue the checkpoint in `out_dir` when `resume` (the default)."""
+    cfg, out_dir = train_cfg, Path(out_dir)
+    data = for_model(model_cfg, data)
+    _check(model_cfg, cfg, data)
+    torch.manual_seed(cfg.seed)
+    model = Transformer(model_cfg).train()
+    opt = make_optimizer(model, cfg)
+    state = TrainerState(step=0, train=cfg.to_dict(), data=data.fingerprint)
+    ckpt = _resume_state(out_dir, model_cfg, cfg, data) if resume else None
+    if ckpt is not None:
+        state = restore(ckpt, model, opt)
+    run_id = _open_run(store, state, model_cfg, cfg, data, name)
+    state.run_id = run_id
+    try:
+        _loop(model, opt, cfg, data, state, out_dir, store, name, progress)
+        val_loss = evaluate(model, data, "val", cfg.eval_batches, cfg.batch_size, cfg.seq_len, cfg.seed)
+    except BaseException as err:
+        if store is not None and run_id is not None:
+            store.fail_run(run_id, str(err) or type(err).__name__, {"step": state.step})
+        raise
+    tps = state.tokens / state.seconds if state.seconds else 0.0
+    summary = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "steps": state.step,
+               "tokens": state.tokens, "train_seconds": state.seconds, "tokens_per_second": tps,
+               "params": sum(p.numel() for p in model.parameters()), "out_dir": str(out_dir.resolve())}
+    if store is not None and run_id is not None:
+        store.add_artifact(run_id, "checkpoint", out_dir / CHECKPOINT)
+        store.finish_run(run_id, summary)
+    return TrainResult(model.eval(), run_id, val_loss, state.history, out_dir, tps, state.step, summary=summary)
+
+
+def _open_run(store: Store | None, state: TrainerState, model_cfg: ModelConfig, cfg: TrainConfig, data: Data,
+              name: str) -> int | None:
+    if store is None:
+        return state.run_id
+    h = run_hash(model_cfg, cfg, data)
+    if state.run_id is not None:
+        try:
+            if store.run(state.run_id).config_hash == h:
+                store.restart_run(state.run_id)
+                return state.run_id
+        except FFNLabError:
+            pass  # the checkpoint's run is not in this store: record a new one
+    config = {"model": model_cfg.to_dict(), "train": cfg.to_dict(), "data": data.fingerprint}
+    return store.start_run("train", config, name=name, seed=cfg.seed, hash=h)
+
+
+def _loop(model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig, data: Data, state: TrainerState,
+          out_dir: Path, store: Store | None, name: str, progress: bool) -> None:
+    bar = tqdm(total=cfg.steps * cfg.tokens_per_step, initial=state.step * cfg.tokens_per_step, unit="tok",
+               unit_scale=True, disable=not progress, desc=name or "train", dynamic_ncols=True)
+    last_good = state.step if checkpoint_dir(out_dir) else None
+    try:
+        for step in range(state.step, cfg.steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = 0.0
+            for micro in range(cfg.grad_accum):
+                inputs, targets = data.batch("train", step * cfg.grad_accum + micro, cfg.batch_size, cfg.seq_len,
+                                             cfg.seed)
+                with autocast(cfg.precision):
+                    total, lm = loss_of(model, inputs, targets)
+                (total / cfg.grad_accum).backward()
+                loss += lm.item() / cfg.grad_accum
+            if not math.isfinite(loss):
+                kept = f"the last good checkpoint (step {last_good}) is kept in {str(out_dir)!r}" \
+                    if last_good is not None else "no checkpoint was written yet"
+                raise FFNLabError(f"training diverged: loss is {loss} at step {step + 1}; {kept}; "
+                                  "try a lower lr or a longer warmup")
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            state.seconds += time.perf_counter() - t0
+            state.tokens += cfg.tokens_per_step
+            state.step = step + 1
+            state.loss_sum += loss
+            state.loss_count += 1
+            bar.update(cfg.tokens_per_step)
+            if progress:
+                bar.set_postfix(loss=f"{loss:.3f}", step=state.step, refresh=False)
+            if store is not None and state.run_id is not None and (state.step % cfg.log_every == 0):
+                store.log_metrics(state.run_id, state.step, {"train_loss": loss, "lr": lr})
+            if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                _record_eval(model, cfg, data, state, store, lr)
+            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+                save_checkpoint(out_dir, model, opt, state)
+                last_good = state.step
+    finally:
+        bar.close()
+
+
+def _record_eval(model: Transformer, cfg: TrainConfig, data: Data, state: TrainerState, store: Store | None,
+                 lr: float) -> None:
+    val = evaluate(model, data, "val", cfg.eval_batches, cfg.batch_size, cfg.seq_len, cfg.seed)
+    train_loss = state.loss_sum / max(state.loss_count, 1)
+    state.loss_sum, state.loss_count = 0.0, 0
+    entry = {"step": state.step, "train_loss": train_loss, "val_loss": val, "val_ppl": math.exp(min(val, 50.0)),
+             "tokens": state.tokens, "seconds": state.seconds, "lr": lr}
+    state.history.append(entry)
+    if store is not None and state.run_id is not None:
+        store.log_metrics(state.run_id, state.step, {"val_loss": val, "val_ppl": entry["val_ppl"]})
+
+
+def train_or_reuse(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: str | Path,
+                   store: Store | None = None, name: str = "", progress: bool = True,
+                   resume: bool = True) -> TrainResult:
+    """Like `train`, but a finished run in `store` with the same model, train config and data
+    (and a checkpoint still on disk) is loaded instead of trained again."""
+    if store is not None:
+        data = for_model(model_cfg, data)
+        run = store.find_finished("train", run_hash(model_cfg, train_cfg, data))
+        path = store.artifacts(run.id).get("checkpoint") if run is not None else None
+        ckpt = checkpoint_dir(path) if path is not None else None
+        if run is not None and ckpt is not None:
+            saved = load_trainer_state(ckpt)
+            s = run.summary
+            return TrainResult(load_model(ckpt), run.id, float(s["val_loss"]), saved.history, ckpt.parent,
+                               float(s.get("tokens_per_second", 0.0)), saved.step, reused=True, summary=s)
+    return train(model_cfg, train_cfg, data, out_dir, store, name, progress, resume)
