@@ -1,0 +1,87 @@
+"""The direct answer to "what does the FFN after attention do?", composed from stored verdicts.
+
+Nothing here is a conclusion written in advance: every sentence is chosen by the verdicts
+the experiments computed against their pre-registered criteria, quotes their headline number,
+and links to the section with the evidence.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from ffnlab.report import fmt
+from ffnlab.report.claims import CLAIMS, anchor_id, claim
+from ffnlab.report.load import StoredStudy
+from ffnlab.results import VERDICTS, Estimate, Result
+
+UNMEASURED = "not measured"
+NO_VERDICT = "no verdict"
+
+
+def claim_verdict(results: list[Result]) -> str:
+    """One verdict for a claim tested by several experiments: agreement, else 'partly supported'."""
+    verdicts = [r.verdict for r in results if r.verdict]
+    if not results:
+        return UNMEASURED
+    if not verdicts:
+        return NO_VERDICT
+    return verdicts[0] if len(set(verdicts)) == 1 else "partly supported"
+
+
+def headline(result: Result) -> Estimate | None:
+    """The estimate the criterion is about (else the first one)."""
+    if result.criterion:
+        for e in result.estimates:
+            if e.quantity == result.criterion.quantity:
+                return e
+    return result.estimates[0] if result.estimates else None
+
+
+@dataclass(frozen=True)
+class Sentence:
+    claim: str
+    verdict: str
+    text: str  # plain text; the page links it to `href`
+    href: str
+
+
+def _sentence(claim_id: str, results: list[Result]) -> Sentence:
+    c = claim(claim_id)
+    verdict = claim_verdict(results)
+    does = c.does or c.topic.lower()
+    if verdict == "supported":
+        text = f"The FFN {does}."
+    elif verdict == "partly supported":
+        text = f"Only in part: the FFN {does}."
+    elif verdict == "not supported":
+        text = f"The measurements do not support that the FFN {does}."
+    elif verdict == NO_VERDICT:
+        text = f"Measured without a verdict: whether the FFN {does}."
+    else:
+        text = f"Not measured yet: whether the FFN {does}."
+    evidence = []
+    counts = Counter(r.verdict or NO_VERDICT for r in results)
+    if len(results) > 1:
+        evidence.append(f"of {len(results)} experiments, " + " and ".join(f"{n} {v}" for v, n in counts.items()))
+    lead = next((r for r in results if (r.verdict or NO_VERDICT) == verdict), results[0] if results else None)
+    if lead is not None:
+        if lead.reason:
+            evidence.append(lead.reason.rstrip("."))
+        est = headline(lead)
+        if est is not None and est.quantity not in lead.reason:
+            evidence.append(f"{est.quantity} = {fmt.estimate(est)}")
+    if evidence:
+        text += " " + "; ".join(evidence)[:1].upper() + "; ".join(evidence)[1:] + "."
+    return Sentence(claim_id, verdict, text, "#" + anchor_id(claim_id))
+
+
+def answer(study: StoredStudy) -> dict[str, list[Sentence]]:
+    """Sentences per verdict group, in the order: supported, partly, not supported, the rest."""
+    grouped = study.by_claim()
+    ids = list(CLAIMS) + [c for c in grouped if c not in CLAIMS]
+    groups: dict[str, list[Sentence]] = {v: [] for v in (*VERDICTS, NO_VERDICT, UNMEASURED)}
+    for claim_id in ids:
+        s = _sentence(claim_id, grouped.get(claim_id, []))
+        groups[s.verdict].append(s)
+    return {v: s for v, s in groups.items() if s}

@@ -1,0 +1,106 @@
+"""Figures from `Result.series`: matplotlib drawn to inline SVG, text kept as text.
+
+Every figure gets its axis labels (with units, as the experiment wrote them), a legend, and
+error bars from `Line.err` (half-width of the 95% CI across seeds). Ids inside each SVG are
+prefixed with the figure's id so that several SVGs can live in one HTML page.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede any pyplot import elsewhere in the process
+
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ffnlab.results import Series  # noqa: E402
+
+_STYLE = {
+    "svg.fonttype": "none",  # text stays text: small, searchable, and uses the page's font
+    "svg.hashsalt": "ffnlab",  # deterministic ids, so re-rendering the same results is byte-stable
+    "font.family": "sans-serif",
+    "font.size": 9.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def is_empty(series: Series) -> bool:
+    """True when there is nothing finite to draw."""
+    return not any(_finite(y) for ln in series.lines for y in ln.y)
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def svg(series: Series, fig_id: str) -> str:
+    """The figure as an `<svg>` element (no XML prolog), scaled by CSS, ids prefixed by `fig_id`."""
+    with matplotlib.rc_context(_STYLE):
+        rows = (len(series.lines) + 2) // 3  # legend rows below the axes
+        fig = Figure(figsize=(5.4, 3.1 + 0.2 * rows), layout="constrained")
+        ax = fig.subplots()
+        _draw(ax, series)
+        ax.set_xlabel(series.x_label)
+        ax.set_ylabel(series.y_label)
+        if series.log_x:
+            ax.set_xscale("log")
+        if series.log_y:
+            ax.set_yscale("log")
+        labelled = [ln for ln in series.lines if ln.label]
+        if labelled:
+            fig.legend(loc="outside lower center", ncols=min(3, len(labelled)), frameon=False, fontsize=8)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return _inline(buf.getvalue(), fig_id, series.title)
+
+
+def _draw(ax: Axes, series: Series) -> None:
+    n = max(1, len(series.lines))
+    if series.kind == "bar":
+        xs = sorted({x for ln in series.lines for x in ln.x})
+        gaps = [b - a for a, b in zip(xs, xs[1:])] or [1.0]
+        width = 0.8 * min(gaps) / n
+    for i, ln in enumerate(series.lines):
+        color, marker = _COLORS[i % len(_COLORS)], _MARKERS[i % len(_MARKERS)]
+        err = ln.err if ln.err and len(ln.err) == len(ln.y) else None
+        if series.kind == "bar":
+            x = [v + (i - (n - 1) / 2) * width for v in ln.x]
+            ax.bar(x, ln.y, width=width, yerr=err, capsize=2, color=color, label=ln.label or None,
+                   error_kw={"elinewidth": 0.8})
+        else:
+            style = "none" if series.kind == "scatter" else "-"
+            ax.errorbar(ln.x, ln.y, yerr=err, color=color, marker=marker, markersize=3.5, linestyle=style,
+                        linewidth=1.4, capsize=2.5 if err else 0, elinewidth=0.8, label=ln.label or None)
+
+
+_ID = re.compile(r'\bid="([^"]+)"')
+
+
+def _inline(text: str, prefix: str, title: str) -> str:
+    start = text.index("<svg")
+    body = text[start:]
+    # drop the RDF metadata (namespace URLs only) and the global `*{...}` style rule, which
+    # inline would apply to the whole page; the page's CSS sets the same stroke style
+    body = re.sub(r"<metadata>.*?</metadata>\s*", "", body, flags=re.S)
+    body = re.sub(r"<style[^>]*>.*?</style>\s*", "", body, flags=re.S)
+    ids = set(_ID.findall(body))
+    body = _ID.sub(lambda m: f'id="{prefix}-{m.group(1)}"', body)
+    # references to those ids: url(#x), href="#x", xlink:href="#x"
+    body = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}-{m.group(1)})" if m.group(1) in ids
+                  else m.group(0), body)
+    body = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}-{m.group(1)}"' if m.group(1) in ids
+                  else m.group(0), body)
+    # fixed pt sizes -> the viewBox alone, so CSS can scale the figure to the column width
+    body = re.sub(r'<svg([^>]*?)\swidth="[^"]*"\sheight="[^"]*"', r"<svg\1", body, count=1)
+    label = title.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    return body.replace("<svg", f'<svg role="img" aria-label="{label}"', 1)

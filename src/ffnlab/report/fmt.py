@@ -1,0 +1,34 @@
+"""Number formatting shared by the HTML report and the study's terminal summary."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ffnlab.results import Estimate
+
+
+def num(x: Any, digits: int = 3) -> str:
+    """Ints with thousands separators, floats to `digits` significant digits, the rest as text."""
+    if isinstance(x, bool) or x is None:
+        return "—" if x is None else str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if math.isnan(x) or math.isinf(x):
+            return str(x)
+        if x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-3):
+            return f"{x:.{digits - 1}e}"
+        if x == int(x) and abs(x) < 1e6:
+            return f"{int(x):,}" if abs(x) >= 1000 else f"{x:g}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def estimate(e: Estimate) -> str:
+    """`0.412 [0.398, 0.427] nats (3 seeds)`; a single seed has no interval."""
+    unit = f" {e.unit}" if e.unit else ""
+    n = len(e.per_seed)
+    if n > 1:
+        return f"{num(e.mean)} [{num(e.ci_low)}, {num(e.ci_high)}]{unit} ({n} seeds)"
+    return f"{num(e.mean)}{unit}" + (" (1 seed)" if n == 1 else "")

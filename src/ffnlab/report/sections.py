@@ -1,0 +1,114 @@
+"""The report's sections: one per claim (all its experiments), and reproducibility."""
+
+from __future__ import annotations
+
+from ffnlab.report import extra, figures, fmt
+from ffnlab.report.answer import claim_verdict, headline
+from ffnlab.report.claims import anchor_id, claim
+from ffnlab.report.html import badge, esc, pre_json, slug, table
+from ffnlab.report.load import Failure, StoredStudy
+from ffnlab.results import Result
+
+
+def result_id(r: Result) -> str:
+    return slug("exp", r.name)
+
+
+def claim_section(claim_id: str, results: list[Result], failures: list[Failure]) -> str:
+    c = claim(claim_id)
+    verdict = claim_verdict(results)
+    parts = [f'<section id="{anchor_id(claim_id)}" class="claim">',
+             f"<h2><span class=\"cid\">{esc(claim_id)}</span> {esc(c.topic)} {badge(verdict)}</h2>"]
+    if c.statement:
+        parts.append(f'<blockquote class="statement">{esc(c.statement)}</blockquote>')
+    if not results:
+        parts.append('<p class="note">No stored result for this claim yet.</p>')
+    parts += [_result(r) for r in results]
+    for f in failures:
+        parts.append(f'<p class="failure"><strong>{esc(f.name)}</strong> ({esc(f.mode)}) failed: '
+                     f"<code>{esc(f.error)}</code></p>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _result(r: Result) -> str:
+    rid = result_id(r)
+    out = [f'<article class="result" id="{rid}">',
+           f'<h3>{esc(r.title or r.name)} {badge(r.verdict)}</h3>',
+           f'<p class="meta"><code>{esc(r.name)}</code> · {esc(r.mode)} · version {r.version} · '
+           f"{len(r.seeds)} seed{'s' if len(r.seeds) != 1 else ''}</p>",
+           f'<p><strong>Method.</strong> {esc(r.method)}</p>' if r.method else "",
+           _verdict(r)]
+    if r.estimates:
+        best = headline(r)
+        rows = []
+        for e in r.estimates:
+            ci = f"[{fmt.num(e.ci_low)}, {fmt.num(e.ci_high)}]" if len(e.per_seed) > 1 else "— (1 seed)"
+            name = f"<strong>{esc(e.quantity)}</strong>" if e is best else esc(e.quantity)
+            rows.append([name, esc(fmt.num(e.mean)), esc(ci), esc(e.unit),
+                         esc(", ".join(fmt.num(v) for v in e.per_seed))])
+        out.append("<h4>Numbers (mean and 95% confidence interval across seeds)</h4>")
+        out.append(table(["quantity", "mean", "95% CI", "unit", "per seed"], rows, raw=True))
+    for i, s in enumerate(r.series):
+        fig_id = slug("fig", r.name, str(i))
+        if figures.is_empty(s):
+            out.append(f'<p class="note" id="{fig_id}">{esc(s.title)}: no data to plot.</p>')
+            continue
+        note = f" {esc(s.note)}" if s.note else ""
+        out.append(f'<figure id="{fig_id}" class="fig"><figcaption><strong>{esc(s.title)}.</strong>{note}'
+                   f"</figcaption>{figures.svg(s, fig_id)}</figure>")
+    for t in r.tables:
+        out.append(f"<h4>{esc(t.title)}</h4>" + table(t.columns, t.rows, note=t.note))
+    if r.anchors:
+        out.append("<h4>Published results beside ours</h4>")
+        out.append(table(["source", "published", "ours"], [[a.source, a.published, a.ours] for a in r.anchors]))
+    if r.caveats:
+        out.append("<h4>Caveats</h4><ul class=\"caveats\">" + "".join(f"<li>{esc(c)}</li>" for c in r.caveats)
+                   + "</ul>")
+    if r.extra:
+        out.append(f'<details class="extra" open><summary>Examples and details</summary>{extra.render(r.extra)}'
+                   "</details>")
+    if r.command:
+        out.append(f'<p class="cmd">Regenerate: <code>{esc(r.command)}</code></p>')
+    out.append("</article>")
+    return "\n".join(x for x in out if x)
+
+
+def _verdict(r: Result) -> str:
+    lines = []
+    if r.criterion:
+        c = r.criterion
+        lines.append(f"<strong>Pre-registered criterion:</strong> {esc(c.quantity)} {esc(c.direction)} "
+                     f"{esc(fmt.num(c.threshold))} — {esc(c.rule)}")
+    if r.verdict:
+        why = f": {esc(r.reason)}" if r.reason else ""
+        lines.append(f"<strong>Verdict:</strong> {badge(r.verdict)}{why}")
+    elif r.reason:
+        lines.append(f"<strong>Finding:</strong> {esc(r.reason)}")
+    return f'<div class="verdict">{"<br>".join(lines)}</div>' if lines else ""
+
+
+def reproducibility(study: StoredStudy) -> str:
+    out = ['<section id="reproducibility"><h2>Reproducibility</h2>']
+    if study.records:
+        for mode, rec in study.records.items():
+            env = rec.get("environment", {})
+            rows = [[k, v] for k, v in env.items()]
+            rows += [["code version", rec.get("code_version", "")], ["started", rec.get("started", "")],
+                     ["wall time (s)", rec.get("wall_seconds", "")], ["command", rec.get("command", "")]]
+            out.append(table(["", f"study run ({mode})"], rows))
+    else:
+        out.append('<p class="note">These results were not produced by <code>ffnlab study</code>, so the '
+                   "environment of the run was not recorded.</p>")
+    rows = [[f'<a href="#{result_id(r)}">{esc(r.name)}</a>', esc(r.mode), esc(r.version),
+             esc(", ".join(map(str, r.seeds))), esc(r.code_version), esc(r.started),
+             esc(fmt.num(round(r.wall_seconds, 1))), f"<code>{esc(r.command)}</code>"] for r in study.results]
+    out.append("<h3>Every section, and the command that regenerates it</h3>")
+    out.append(table(["experiment", "mode", "version", "seeds", "code version", "started", "wall time (s)",
+                      "command"], rows, raw=True))
+    out.append("<h3>Configurations</h3>")
+    for r in study.results:
+        out.append(f"<details><summary><code>{esc(r.name)}</code> ({esc(r.mode)})</summary>{pre_json(r.config)}"
+                   "</details>")
+    out.append("</section>")
+    return "\n".join(out)
