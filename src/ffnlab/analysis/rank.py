@@ -1,0 +1,110 @@
+"""Rank collapse: Dong, Cordonnier, Loukas 2021, "Attention is not all you need".
+
+The residual of a sequence's hidden states H (T, D) is res(H) = H - 1 mean_row(H)^T; its
+relative size ||res(H)|| / ||H||, with the norm sqrt(||.||_1 ||.||_inf) (maximum column
+and row absolute sums), is 0 when every token carries the same vector. Pure attention
+drives it to 0 doubly exponentially with depth; skip connections prevent that; the MLP
+only slows it.
+
+`surgery` removes parts of every block through hooks only (the weights never change):
+
+    full        the block as trained
+    attn+skip   FFN output zeroed; attention inside its skip        (Dong's "SAN + skip")
+    attn+ffn    skip around attention removed: resid_mid := resid_mid - resid_pre
+                                                                    (Dong's "SAN + MLP")
+    attn-only   both: no skip around attention and no FFN           (Dong's pure "SAN")
+
+The edits use the exact identities of `ffnlab.model.hooks`: resid_mid = resid_pre +
+attn.hook_out in both block layouts, so subtracting resid_pre leaves attention's output;
+zeroing ffn.hook_out makes resid_post = resid_mid (pre-LN) or = ffn.hook_in, the
+normalised resid_mid (post-LN). The ratio is measured on each block's hook_resid_post.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ffnlab.errors import unknown
+from ffnlab.model.hooks import Edit, capture, hooks
+
+VARIANTS = ("full", "attn+skip", "attn+ffn", "attn-only")
+
+
+def dong_norm(x: Tensor) -> Tensor:
+    """sqrt(||x||_1 ||x||_inf) of each matrix in a batch (..., T, D) -> (...)."""
+    a = x.abs().double()
+    one = a.sum(-2).amax(-1)  # largest column sum
+    inf = a.sum(-1).amax(-1)  # largest row sum
+    return (one * inf).sqrt()
+
+
+def residual_ratio(h: Tensor) -> Tensor:
+    """||res(h)|| / ||h|| per sequence: h (B, T, D) -> (B,)."""
+    res = h.double() - h.double().mean(-2, keepdim=True)
+    return dong_norm(res) / dong_norm(h).clamp_min(1e-300)
+
+
+def block_layout(model) -> str:
+    """'pre' or 'post' (where the norms sit), from the model's config when it has one."""
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "norm_position", "pre")
+
+
+@contextmanager
+def surgery(model, variant: str) -> Iterator[None]:
+    """Run `model` with the skip around attention and/or the FFN removed (see module doc)."""
+    if variant not in VARIANTS:
+        raise unknown("rank surgery variant", variant, VARIANTS)
+    edits: dict[str, Edit] = {}
+    no_skip = variant in ("attn+ffn", "attn-only")
+    no_ffn = variant in ("attn+skip", "attn-only")
+    for i in range(model.n_layers):
+        if no_skip:
+            stash: dict[str, Tensor] = {}
+
+            def keep(x: Tensor, stash=stash) -> None:
+                stash["pre"] = x
+
+            def drop_skip(mid: Tensor, stash=stash) -> Tensor:
+                return mid - stash.pop("pre")
+
+            edits[f"blocks.{i}.hook_resid_pre"] = keep
+            edits[f"blocks.{i}.hook_resid_mid"] = drop_skip
+        if no_ffn:
+            edits[f"blocks.{i}.ffn.hook_out"] = torch.zeros_like
+    with hooks(model, edits):
+        yield
+
+
+@dataclass
+class RankProfile:
+    """Residual ratio after each block: `mean[l]` over sequences, `per_sequence[b][l]`."""
+
+    variant: str
+    mean: list[float]
+    per_sequence: list[list[float]]
+    embed: float  # the ratio of the embeddings entering block 0
+
+
+@torch.no_grad()
+def rank_collapse(model, tokens: Tensor, variant: str = "full", batch_size: int = 8) -> RankProfile:
+    """Dong et al.'s residual ratio per layer for `tokens` (B, T) under `variant`."""
+    names = ["hook_embed"] if "hook_embed" in model.hook_sites() else []
+    names += [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
+    ratio = lambda _name, act: residual_ratio(act)  # noqa: E731 - keep only (B,) per hook
+    with surgery(model, variant), capture(model, names, reduce=ratio) as cache:
+        for start in range(0, tokens.shape[0], batch_size):
+            model(tokens[start:start + batch_size])
+    layers = torch.stack([cache[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
+    embed = float(cache["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
+    return RankProfile(variant, layers.mean(0).tolist(), layers.tolist(), embed)
+
+
+def all_variants(model, tokens: Tensor, batch_size: int = 8) -> dict[str, RankProfile]:
+    """`rank_collapse` for each of the four variants."""
+    return {v: rank_collapse(model, tokens, v, batch_size) for v in VARIANTS}
