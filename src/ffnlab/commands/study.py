@@ -1,0 +1,40 @@
+"""`ffnlab study`: run every experiment of the study (reusing stored results), then render the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "study"
+HELP = "run all registered experiments (quick or full), record failures, and render results/report/index.html"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="small models and few seeds, minutes on a laptop (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="the long version: larger models, more seeds")
+    parser.set_defaults(mode="quick")
+    parser.add_argument("--results", metavar="DIR", help="results directory (default: $FFNLAB_RESULTS or ./results)")
+    parser.add_argument("--data", metavar="PATH", help="corpus: a text file, directory or glob (default: Shakespeare)")
+    parser.add_argument("--only", metavar="NAME", action="append",
+                        help="run only this experiment (repeatable); the report still shows all stored results")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ffnlab.study import run_study, summary_table
+
+    study = run_study(args.mode, results=args.results, data=args.data, only=args.only,
+                      progress=not args.no_progress)
+    print()
+    print(summary_table(study))
+    print()
+    print(f"study ({args.mode}): {len(study.outcomes)} experiments, {len(study.failed)} failed, "
+          f"wall time {study.wall_seconds:.1f} s")
+    print(f"report: {study.report}")
+    if study.failed:
+        print(f"{len(study.failed)} experiment(s) failed; see the report's 'Failed experiments'", file=sys.stderr)
+        return 1
+    return 0
