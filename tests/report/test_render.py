@@ -75,6 +75,7 @@ def test_sections_show_numbers_verdicts_anchors_caveats_commands(page):
     assert "Pires et al. 2023" in text and "+0.04 nats at 60% params" in text
     assert "weights are dequantised 4-bit (Q4_1) values" in text
     assert "<code>ffnlab run c8-facts --quick</code>" in text
+    assert "0.029 [0.022, 0.036]" in text  # an interval without per-seed values (bootstrap) is shown
     assert "109,482,240" in text  # C5 accounting table, integers with separators
     # C7 neuron examples: the trigger token highlighted, promoted tokens with their leading space visible
     assert "The king of <mark>France</mark> said" in text and "Enter <mark>KING</mark> HENRY" in text

@@ -121,5 +121,8 @@ def _show(text: str) -> str:
 
 def _chips(tokens: list[str]) -> str:
     # a leading space is part of a BPE token; show it so " Paris" and "Paris" differ
-    return '<p class="chips">' + "".join(
-        f'<code class="tok">{esc(t).replace(" ", "␣")}</code>' for t in tokens) + "</p>"
+    return '<p class="chips">' + "".join(f'<code class="tok">{_visible(t)}</code>' for t in tokens) + "</p>"
+
+
+def _visible(token: str) -> str:
+    return esc(token).replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"

@@ -16,7 +16,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede any pyplot import elsewhere in the process
 
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from ffnlab.results import Series  # noqa: E402
 
@@ -54,8 +56,10 @@ def svg(series: Series, fig_id: str) -> str:
         ax.set_ylabel(series.y_label)
         if series.log_x:
             ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
         if series.log_y:
             ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis)
         labelled = [ln for ln in series.lines if ln.label]
         if labelled:
             fig.legend(loc="outside lower center", ncols=min(3, len(labelled)), frameon=False, fontsize=8)
@@ -81,6 +85,14 @@ def _draw(ax: Axes, series: Series) -> None:
             style = "none" if series.kind == "scatter" else "-"
             ax.errorbar(ln.x, ln.y, yerr=err, color=color, marker=marker, markersize=3.5, linestyle=style,
                         linewidth=1.4, capsize=2.5 if err else 0, elinewidth=0.8, label=ln.label or None)
+
+
+def _plain_log_ticks(axis: Axis) -> None:
+    """Tick labels like 64, 256, 0.01 instead of 2×10⁰; minor labels too when the range is narrow."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = axis.get_view_interval()
+    if lo > 0 and hi / lo < 30:
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 _ID = re.compile(r'\bid="([^"]+)"')

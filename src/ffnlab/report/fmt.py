@@ -25,10 +25,16 @@ def num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def has_interval(e: Estimate) -> bool:
+    """Seeds or a bootstrap gave an interval (an exact count has none)."""
+    return e.ci_low != e.ci_high or len(e.per_seed) > 1
+
+
 def estimate(e: Estimate) -> str:
-    """`0.412 [0.398, 0.427] nats (3 seeds)`; a single seed has no interval."""
+    """`0.412 [0.398, 0.427] nats (3 seeds)`; no interval for a single exact value."""
     unit = f" {e.unit}" if e.unit else ""
     n = len(e.per_seed)
-    if n > 1:
-        return f"{num(e.mean)} [{num(e.ci_low)}, {num(e.ci_high)}]{unit} ({n} seeds)"
-    return f"{num(e.mean)}{unit}" + (" (1 seed)" if n == 1 else "")
+    seeds = f" ({n} seed{'s' if n != 1 else ''})" if n else ""
+    if has_interval(e):
+        return f"{num(e.mean)} [{num(e.ci_low)}, {num(e.ci_high)}]{unit}{seeds}"
+    return f"{num(e.mean)}{unit}{seeds}"

@@ -43,11 +43,11 @@ def _result(r: Result) -> str:
         best = headline(r)
         rows = []
         for e in r.estimates:
-            ci = f"[{fmt.num(e.ci_low)}, {fmt.num(e.ci_high)}]" if len(e.per_seed) > 1 else "— (1 seed)"
+            ci = f"[{fmt.num(e.ci_low)}, {fmt.num(e.ci_high)}]" if fmt.has_interval(e) else "—"
             name = f"<strong>{esc(e.quantity)}</strong>" if e is best else esc(e.quantity)
             rows.append([name, esc(fmt.num(e.mean)), esc(ci), esc(e.unit),
                          esc(", ".join(fmt.num(v) for v in e.per_seed))])
-        out.append("<h4>Numbers (mean and 95% confidence interval across seeds)</h4>")
+        out.append("<h4>Numbers (mean and 95% confidence interval)</h4>")
         out.append(table(["quantity", "mean", "95% CI", "unit", "per seed"], rows, raw=True))
     for i, s in enumerate(r.series):
         fig_id = slug("fig", r.name, str(i))
