@@ -113,7 +113,9 @@ def _answer(study: StoredStudy) -> str:
     modes = sorted({r.mode for r in study.results})
     out = ['<section id="answer" class="answer">',
            f"<p><strong>The short answer</strong>, from {n} stored experiment{'s' if n != 1 else ''} "
-           f"({', '.join(modes) or 'none'} mode), each judged against a criterion fixed before it ran:</p>"]
+           f"({', '.join(modes) or 'none'} mode), each judged against a criterion fixed before it ran"
+           + (f'; not counted: <a href="#failures">{len(study.failures)} failed</a>' if study.failures else "")
+           + ":</p>"]
     for verdict, sentences in answer(study).items():
         out.append(f"<h3>{esc(_GROUP_TITLES[verdict])}</h3><ul>")
         for s in sentences:
