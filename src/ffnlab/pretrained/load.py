@@ -21,7 +21,7 @@ from ffnlab.pretrained.base import PretrainedModel
 from ffnlab.pretrained.bert import BertAdapter
 from ffnlab.pretrained.gpt2 import GPT2Adapter
 from ffnlab.pretrained.llama import LlamaAdapter
-from ffnlab.pretrained.sources import PACKAGED, converted, gguf_info, packaged_path, resolve
+from ffnlab.pretrained.sources import PACKAGED, cached, converted, gguf_info, packaged_path, resolve
 
 ADAPTERS: dict[str, type[PretrainedModel]] = {"bert": BertAdapter, "gpt2": GPT2Adapter, "llama": LlamaAdapter}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -133,14 +133,19 @@ def describe(source: str | os.PathLike) -> dict:
     if path.is_file():
         if path.suffix != ".gguf":
             raise FFNLabError(f"{path}: expected a checkpoint directory or a .gguf file")
-        info = gguf_info(path)
-        if info["architecture"] not in ADAPTERS:
-            raise unknown("architecture", info["architecture"], ADAPTERS)
         from transformers import AutoConfig
 
-        hf_cfg = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        done = cached(path)
+        if done is not None:
+            info = done[1]
+            hf_cfg = AutoConfig.from_pretrained(done[0])
+        else:
+            info = gguf_info(path)
+            if info["architecture"] not in ADAPTERS:
+                raise unknown("architecture", info["architecture"], ADAPTERS)
+            hf_cfg = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
         names = []
-        row["weights"] = f"GGUF {info['quantisation']} (dequantised to float on load)"
+        row["weights"] = f"GGUF {info['quantisation']}" + (" (converted, cached)" if done else " (converted on first load)")
     else:
         _config(path)
         from transformers import AutoConfig

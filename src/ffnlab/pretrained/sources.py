@@ -144,18 +144,27 @@ def _stamp(path: Path) -> dict:
     return {"source": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def cached(path: Path) -> tuple[Path, dict] | None:
+    """The cached conversion of GGUF file `path` if it is there and still matches the file."""
+    target = cache_root() / path.name.removesuffix(".gguf")
+    try:
+        record = json.loads((target / "ffnlab_conversion.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return (target, record) if all(record.get(k) == v for k, v in _stamp(path).items()) else None
+
+
 def converted(path: Path, progress: bool = True) -> tuple[Path, dict]:
     """The cached safetensors checkpoint of GGUF file `path`, converting it the first time.
 
     Returns (checkpoint dir, conversion record). The record says which quantisation the float
     weights were dequantised from; a changed source file (size or mtime) is converted again.
     """
+    done = cached(path)
+    if done is not None:
+        return done
     target = cache_root() / path.name.removesuffix(".gguf")
     record_file = target / "ffnlab_conversion.json"
-    if record_file.exists():
-        record = json.loads(record_file.read_text())
-        if all(record.get(k) == v for k, v in _stamp(path).items()):
-            return target, record
     info = gguf_info(path)
     from ffnlab.pretrained.load import ADAPTERS  # the architectures an adapter exists for
 
