@@ -169,6 +169,16 @@ class PretrainedModel(nn.Module):
     def has_head(self) -> bool:
         return True
 
+    @property
+    def head_weight(self) -> Tensor | None:
+        """The (V, D) unembedding matrix (shared with the embedding when tied), for FLOP counts."""
+        head = self.hf.get_output_embeddings() if self.has_head else None
+        return None if head is None else head.weight
+
+    @property
+    def norm_position(self) -> str:
+        return "pre" if self.pre_norm else "post"
+
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 

@@ -1,0 +1,304 @@
+"""The study's analyses on real pretrained models: all-MiniLM-L6-v2 (BERT) and SmolLM2-135M (Llama).
+
+    pretrained-accounting      C5  parameter and FLOP shares vs the published BERT-base/GPT-2/SmolLM2 numbers
+    pretrained-ffn-ablation    C4  per-layer FFN ablation (zero/mean/resample): SmolLM2 loss increase,
+                                   MiniLM change of the sentence-similarity structure
+    pretrained-rank-collapse   C2  Dong et al.'s residual ratio on MiniLM, trained vs at initialisation
+    pretrained-logit-lens      C4  SmolLM2's prediction read before and after each FFN
+
+The models come from `ffnlab.pretrained`; SmolLM2's weights are dequantised Q4_1 values,
+which every result says. Text is the validation split of the study's corpus.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ffnlab.analysis.ablation import ffn_ablation, ffn_out
+from ffnlab.analysis.accounting import account, flops_per_token
+from ffnlab.analysis.lens import logit_lens
+from ffnlab.analysis.rank import VARIANTS, rank_collapse
+from ffnlab.data.corpus import load_corpus
+from ffnlab.experiments.registry import Context, experiment
+from ffnlab.model.hooks import ABLATIONS, ablate, capture
+from ffnlab.pretrained import PretrainedModel, load
+from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
+
+SMOLLM2, MINILM = "smollm2", "minilm"
+
+
+# -- shared helpers ------------------------------------------------------------------------
+def _caveats(model: PretrainedModel) -> list[str]:
+    out = []
+    if "dequantised_from" in model.meta:
+        out.append(f"{model.meta['name']}: weights are dequantised {model.meta['dequantised_from']} (4-bit) "
+                   "GGUF values, not the original bf16 checkpoint")
+    return out
+
+
+def _meta(model: PretrainedModel) -> dict:
+    return {k: v for k, v in model.meta.items() if k != "hook_check"}
+
+
+def _val_text(ctx: Context, chars: int) -> str:
+    corpus = load_corpus(ctx.data)
+    return "\n".join(d.text for d in corpus.val)[:chars]
+
+
+def token_windows(model: PretrainedModel, ctx: Context, n: int, length: int, seed: int) -> Tensor:
+    """`n` windows (n, length) of validation text tokenised by the model's own tokenizer."""
+    ids = model.tokenizer(_val_text(ctx, 60 * n * length), add_special_tokens=False, verbose=False)["input_ids"]
+    ids = torch.tensor(ids, dtype=torch.long)
+    if ids.numel() < n * length:
+        raise ValueError(f"validation text gives {ids.numel()} tokens, {n * length} needed")
+    starts = torch.randperm(ids.numel() - length, generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.stack([ids[s:s + length] for s in starts.tolist()])
+
+
+def sentences(ctx: Context, n: int, seed: int) -> list[str]:
+    """`n` distinct lines of 30-200 characters from the validation text."""
+    lines = sorted({ln.strip() for ln in _val_text(ctx, 400_000).splitlines() if 30 <= len(ln.strip()) <= 200})
+    pick = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed))[:n]
+    return [lines[i] for i in pick.tolist()]
+
+
+# -- C5: accounting --------------------------------------------------------------------------
+def _meta_adapter(kind: str, cfg) -> PretrainedModel:
+    """An adapter over a model built on the meta device: exact shapes, no weights."""
+    import transformers as tf
+
+    from ffnlab.pretrained import ADAPTERS
+
+    cls = {"bert": tf.BertModel, "gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM}[kind]
+    with torch.device("meta"):
+        hf = cls(cfg)
+    return ADAPTERS[kind](hf, None, {"name": kind})
+
+
+PUBLISHED = {  # STUDY.md, "Parameter shares"
+    "BERT-base": ("109,482,240 params with pooler; FFN 51.8% of all, 66.7% of non-embedding", 0.518, 0.667),
+    "GPT-2 small": ("124,439,808 params; FFN 45.6% of all", 0.456, None),
+    "SmolLM2-135M": ("FFN ≈ 59% of all, 75% of non-embedding", 0.59, 0.75),
+}
+
+
+@experiment("pretrained-accounting", claim="C5", version=1, order=55,
+            title="Parameter and FLOP shares of the FFN in real pretrained models")
+def pretrained_accounting(ctx: Context) -> Result:
+    import transformers as tf
+
+    minilm = load(MINILM, verify=False, progress=ctx.progress)
+    smol = load(SMOLLM2, verify=False, progress=ctx.progress)
+    models = {
+        "BERT-base": _meta_adapter("bert", tf.BertConfig()),  # the default config is BERT-base
+        "GPT-2 small": _meta_adapter("gpt2", tf.GPT2Config()),  # ... and GPT-2 small
+        "SmolLM2-135M": smol,
+        "all-MiniLM-L6-v2": minilm,
+    }
+    rows, flop_rows, anchors, ffn_share_ne = [], [], [], {}
+    for label, model in models.items():
+        acc = account(model)
+        comps = acc.components
+        ffn_share_ne[label] = acc.share_non_embedding("ffn")
+        rows.append([label, acc.total, comps.get("embeddings", 0), comps.get("attention", 0), comps.get("ffn", 0),
+                     100 * acc.share("ffn"), 100 * acc.share_non_embedding("ffn")])
+        for t in (128, 512, 2048, 8192):
+            f = flops_per_token(model, t)
+            attn = f["attention_proj"] + f["attention_scores"]
+            flop_rows.append([label, t, f["ffn"] / 1e6, attn / 1e6, 100 * f["ffn"] / sum(f.values())])
+        if label in PUBLISHED:
+            text, share, share_ne = PUBLISHED[label]
+            ne = f", {100 * acc.share_non_embedding('ffn'):.1f}% of non-embedding" if share_ne else ""
+            anchors.append(Anchor(f"STUDY.md parameter shares ({label})", text,
+                                  f"{acc.total:,} params; FFN {100 * acc.share('ffn'):.1f}% of all{ne}"))
+    crit = Criterion("FFN share of non-embedding parameters", ">", 0.5, "every model listed")
+    ok = all(v > crit.threshold for v in ffn_share_ne.values())
+    return Result(
+        name="", claim="", title="", version=0, mode=ctx.mode,
+        method="Exact parameter counts per component over named_parameters() (tied weights once) and "
+               "forward FLOPs per token, on the packaged MiniLM and SmolLM2 and on BERT-base and GPT-2 "
+               "small built from their default transformers configs on the meta device (no weights).",
+        criterion=crit, verdict="supported" if ok else "not supported",
+        reason="FFN share of non-embedding parameters: "
+               + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ffn_share_ne.items()),
+        tables=[Table("Parameters per component",
+                      ["model", "total", "embeddings", "attention", "ffn", "ffn % of all", "ffn % of non-emb"], rows),
+                Table("Forward FLOPs per token (M) by sequence length",
+                      ["model", "T", "ffn MFLOP", "attention MFLOP", "ffn % of all"], flop_rows)],
+        anchors=anchors, caveats=_caveats(smol),
+        config={"models": {k: _meta(m) for k, m in models.items()}},
+    )
+
+
+# -- C4: per-layer FFN ablation --------------------------------------------------------------
+def _pooled(model: PretrainedModel, batch: dict) -> Tensor:
+    """Mean-pooled, L2-normalised sentence embeddings (all-MiniLM-L6-v2's own pooling) (N, D)."""
+    h = model(batch["input_ids"], batch["attention_mask"]).float()
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+
+
+def _similarity_structure(e: Tensor) -> Tensor:
+    """Upper-triangle pairwise cosine similarities (N(N-1)/2,)."""
+    i, j = torch.triu_indices(e.shape[0], e.shape[0], 1)
+    return (e @ e.T)[i, j]
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+@torch.no_grad()
+def minilm_ablation(model: PretrainedModel, texts: list[str], reference: list[str], seed: int) -> dict[str, list[float]]:
+    """Per layer and method: Pearson r of the pairwise-similarity structure, ablated vs clean.
+
+    Mean and resample replacements come from `reference` sentences padded to the same length.
+    """
+    tok = model.tokenizer
+    batch = tok(texts, padding="max_length", truncation=True, max_length=48, return_tensors="pt")
+    ref = tok(reference, padding="max_length", truncation=True, max_length=48, return_tensors="pt")
+    clean = _similarity_structure(_pooled(model, batch))
+    names = [ffn_out(i) for i in range(model.n_layers)]
+    with capture(model, names) as refs:
+        model(ref["input_ids"], ref["attention_mask"])
+    out: dict[str, list[float]] = {how: [] for how in ABLATIONS}
+    for how in ABLATIONS:
+        for i, name in enumerate(names):
+            gen = torch.Generator().manual_seed(seed * 1000 + i)
+            with ablate(model, [name], how, reference=dict(refs), generator=gen):
+                out[how].append(_pearson(clean, _similarity_structure(_pooled(model, batch))))
+    return out
+
+
+@experiment("pretrained-ffn-ablation", claim="C4", version=1, order=56,
+            title="Per-layer FFN ablation in SmolLM2-135M and all-MiniLM-L6-v2")
+def pretrained_ffn_ablation(ctx: Context) -> Result:
+    n, length = (8, 64) if ctx.quick else (32, 128)
+    smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress)
+    per_seed = []
+    for seed in ctx.seeds:
+        tokens = token_windows(smol, ctx, n, length, seed)
+        reference = token_windows(smol, ctx, n, length, 10_000 + seed)
+        per_seed.append(ffn_ablation(smol, tokens, reference, batch_size=8, seed=seed, progress=ctx.progress))
+    clean = sum(r.clean for r in per_seed) / len(per_seed)
+    inc = {how: [sum(r.increase[how][i] for r in per_seed) / len(per_seed) for i in range(smol.n_layers)]
+           for how in ABLATIONS}
+    rows = [[i] + [inc[how][i] for how in ABLATIONS] for i in range(smol.n_layers)]
+
+    minilm = load(MINILM, progress=ctx.progress)
+    n_sent = 64 if ctx.quick else 256
+    corr = [minilm_ablation(minilm, sentences(ctx, n_sent, seed), sentences(ctx, n_sent, 50_000 + seed), seed)
+            for seed in ctx.seeds]
+    r = {how: [sum(c[how][i] for c in corr) / len(corr) for i in range(minilm.n_layers)] for how in ABLATIONS}
+    worst = max(range(smol.n_layers), key=lambda i: inc["zero"][i])
+    return Result(
+        name="", claim="", title="", version=0, mode=ctx.mode,
+        method=f"SmolLM2 (bf16): mean next-token loss on {n} validation windows of {length} tokens with each "
+               "layer's FFN output (ffn.hook_out) replaced by zero, by its mean over a held-out reference batch, "
+               "or by a random reference sequence's output at the same position. MiniLM (no MLM head): "
+               f"Pearson r between the pairwise cosine similarities of {n_sent} mean-pooled sentence "
+               "embeddings, clean vs with one FFN ablated (1 = structure unchanged).",
+        reason=f"clean SmolLM2 loss {clean:.3f} nats; largest zero-ablation increase at layer {worst} "
+               f"(+{inc['zero'][worst]:.3f}); MiniLM similarity structure r from "
+               f"{min(r['zero']):.3f} to {max(r['zero']):.3f} under zero ablation",
+        tables=[Table("SmolLM2-135M: loss increase (nats) per ablated FFN", ["layer", *ABLATIONS], rows,
+                      note=f"clean loss {clean:.4f} nats"),
+                Table("all-MiniLM-L6-v2: similarity-structure correlation with one FFN ablated",
+                      ["layer", *ABLATIONS], [[i] + [r[h][i] for h in ABLATIONS] for i in range(minilm.n_layers)])],
+        series=[Series("SmolLM2-135M: loss increase when one FFN is ablated", "layer", "Δ loss (nats)",
+                       [Line(how, list(range(smol.n_layers)), inc[how]) for how in ABLATIONS]),
+                Series("all-MiniLM-L6-v2: similarity structure kept with one FFN ablated", "layer", "Pearson r",
+                       [Line(how, list(range(minilm.n_layers)), r[how]) for how in ABLATIONS])],
+        caveats=_caveats(smol) + ["one FFN is ablated at a time; effects of several FFNs need not add up"],
+        config={"smollm2": _meta(smol), "minilm": _meta(minilm), "windows": n, "length": length,
+                "sentences": n_sent, "clean_loss_per_seed": [r.clean for r in per_seed]},
+    )
+
+
+# -- C2: rank collapse -----------------------------------------------------------------------
+@experiment("pretrained-rank-collapse", claim="C2", version=1, order=57,
+            title="Rank collapse in all-MiniLM-L6-v2 under Dong et al.'s surgery")
+def pretrained_rank_collapse(ctx: Context) -> Result:
+    from transformers import BertModel
+
+    from ffnlab.pretrained import ADAPTERS
+
+    trained = load(MINILM, progress=ctx.progress)
+    torch.manual_seed(0)
+    init = ADAPTERS["bert"](BertModel(trained.hf.config), None, {"name": "MiniLM at initialisation"}).eval()
+    profiles = {}
+    for label, model in (("trained", trained), ("init", init)):
+        for seed in ctx.seeds:
+            tokens = token_windows(trained, ctx, 32, 128, seed)  # Dong et al.: 32 sequences of 128 tokens
+            for v in VARIANTS:
+                p = rank_collapse(model, tokens, v, batch_size=len(tokens))  # one forward: 32 x 128 is small
+                profiles.setdefault((label, v), []).append(p)
+    layers = list(range(1, trained.n_layers + 1))
+    lines, rows = [], []
+    for (label, v), ps in profiles.items():
+        mean = [sum(p.mean[i] for p in ps) / len(ps) for i in range(trained.n_layers)]
+        embed = sum(p.embed for p in ps) / len(ps)
+        lines.append(Line(f"{v} ({label})", [0, *layers], [embed, *mean]))
+        rows.append([label, v, embed, *mean])
+    final = {(lab, v): sum(p.mean[-1] for p in ps) / len(ps) for (lab, v), ps in profiles.items()}
+    crit = Criterion("final ratio attn-only / full (trained)", "<", 0.1,
+                     "pure attention must end with under a tenth of the full block's token diversity")
+    ratio = final[("trained", "attn-only")] / final[("trained", "full")]
+    return Result(
+        name="", claim="", title="", version=0, mode=ctx.mode,
+        method="Residual ratio ||res(H)||/||H|| (norm sqrt(||.||_1 ||.||_inf), res = H minus its row mean) after "
+               "each block, on 32 validation windows of 128 tokens, for the block as trained, without the "
+               "FFN (attn+skip), without the skip around attention (attn+ffn, Dong's SAN+MLP) and with "
+               "neither (attn-only); the trained model and the same architecture at initialisation.",
+        criterion=crit, verdict="supported" if ratio < crit.threshold else "not supported",
+        reason=f"after {trained.n_layers} layers: attn-only {final[('trained', 'attn-only')]:.3g}, attn+ffn "
+               f"{final[('trained', 'attn+ffn')]:.3g}, attn+skip {final[('trained', 'attn+skip')]:.3g}, full "
+               f"{final[('trained', 'full')]:.3g} (trained)",
+        tables=[Table("Residual ratio per layer (layer 0 = embeddings)",
+                      ["model", "variant", "embed", *[f"L{i}" for i in layers]], rows)],
+        series=[Series("all-MiniLM-L6-v2: rank collapse by surgery variant", "layer", "residual ratio", lines,
+                       log_y=True)],
+        anchors=[Anchor("Dong, Cordonnier, Loukas 2021", "pure attention collapses within a few layers; skip "
+                        "connections prevent it; the MLP only slows it",
+                        f"attn-only {final[('trained', 'attn-only')]:.2g} vs full {final[('trained', 'full')]:.2g} "
+                        f"after {trained.n_layers} layers")],
+        caveats=["post-LN blocks: the LayerNorms stay in every variant, as in Dong et al.'s BERT surgery"],
+        config={"minilm": _meta(trained), "sequences": 32, "length": 128},
+    )
+
+
+# -- C4: logit lens --------------------------------------------------------------------------
+@experiment("pretrained-logit-lens", claim="C4", version=1, order=58,
+            title="Logit lens before and after each FFN in SmolLM2-135M")
+def pretrained_logit_lens(ctx: Context) -> Result:
+    n, length = (8, 64) if ctx.quick else (32, 128)
+    smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress)
+    results = [logit_lens(smol, token_windows(smol, ctx, n, length, seed)) for seed in ctx.seeds]
+
+    def avg(attr: str) -> list[float]:
+        return [sum(getattr(r, attr)[i] for r in results) / len(results) for i in range(smol.n_layers)]
+
+    kl_b, kl_a, t_b, t_a = avg("kl_before"), avg("kl_after"), avg("top1_before"), avg("top1_after")
+    drops = [b - a for b, a in zip(kl_b, kl_a)]
+    layers = list(range(smol.n_layers))
+    helped = sum(d > 0 for d in drops)
+    return Result(
+        name="", claim="", title="", version=0, mode=ctx.mode,
+        method=f"On {n} validation windows of {length} tokens, the stream just before (resid_mid) and just after "
+               "(resid_post) each FFN is read through SmolLM2's final RMSNorm and head; KL(final || lens) and "
+               "top-1 agreement with the model's own prediction.",
+        reason=f"{helped} of {smol.n_layers} FFNs move the lens towards the final prediction (KL falls); "
+               f"largest KL drop {max(drops):.3f} nats at layer {drops.index(max(drops))}",
+        tables=[Table("Logit lens around each FFN", ["layer", "KL before", "KL after", "KL drop", "top-1 before",
+                                                      "top-1 after"],
+                      [[i, kl_b[i], kl_a[i], drops[i], t_b[i], t_a[i]] for i in layers])],
+        series=[Series("SmolLM2-135M: KL(final || lens) before and after each FFN", "layer", "KL (nats)",
+                       [Line("before FFN", layers, kl_b), Line("after FFN", layers, kl_a)]),
+                Series("SmolLM2-135M: top-1 agreement with the final prediction", "layer", "agreement",
+                       [Line("before FFN", layers, t_b), Line("after FFN", layers, t_a)])],
+        caveats=_caveats(smol) + ["bf16 forward; the lens uses the model's own final norm and tied head"],
+        config={"smollm2": _meta(smol), "windows": n, "length": length},
+    )
+
