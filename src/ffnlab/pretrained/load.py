@@ -103,8 +103,10 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # e.g. "unused weights: pooler" is expected, not news
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
         hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer.json").exists() or \
@@ -113,6 +115,8 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     meta.update(architecture=cfg["model_type"], dtype=str(hf.dtype).removeprefix("torch."))
     model = ADAPTERS[cfg["model_type"]](hf, tokenizer, meta)
     model.meta["load_seconds"] = round(time.perf_counter() - t0, 2)

@@ -175,6 +175,7 @@ def converted(path: Path, progress: bool = True) -> tuple[Path, dict]:
     from transformers.utils import logging as hf_logging
 
     t0 = time.perf_counter()
+    bars = hf_logging.is_progress_bar_enabled()
     if not progress:
         hf_logging.disable_progress_bar()
     try:
@@ -183,7 +184,7 @@ def converted(path: Path, progress: bool = True) -> tuple[Path, dict]:
     except Exception as err:  # transformers raises many types on a damaged file; say which file
         raise FFNLabError(f"cannot convert {path}: {type(err).__name__}: {err}") from None
     finally:
-        if not progress:
+        if bars:
             hf_logging.enable_progress_bar()
     record = {**_stamp(path), **info, "dequantised_from": info["quantisation"],
               "convert_seconds": round(time.perf_counter() - t0, 2)}
