@@ -102,7 +102,8 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
     path = exp.result_path(root, mode)
     if reuse and path.exists():
         old = Result.load(path)
-        if old.version == exp.version and len(old.seeds) == n_seeds and old.config.get("data") == data:
+        if (old.version == exp.version and len(old.seeds) == n_seeds and old.config.get("data") == data
+                and old.config.get("options", {}) == dict(options or {})):
             return old
     ctx = Context(mode=mode, seeds=tuple(range(n_seeds)), results=root, data=data, progress=progress,
                   options=dict(options or {}))
@@ -112,7 +113,7 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
     result.name, result.claim, result.version, result.mode = exp.name, exp.claim, exp.version, mode
     result.title = result.title or exp.title
     result.seeds = list(ctx.seeds)
-    result.config = {**result.config, "data": data}
+    result.config = {**result.config, "data": data, "options": dict(ctx.options)}
     result.code_version = code_version()
     result.started = started
     result.wall_seconds = time.perf_counter() - t0
