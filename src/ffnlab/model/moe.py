@@ -100,7 +100,7 @@ class MoE(FFN):
             if dense:
                 post = post_all[idx, i]
             y = self.experts[i].down(post)
-            out = out.index_add(0, idx, y * g.to(y.dtype).unsqueeze(-1))
+            out = out.index_add(0, idx, (y * g.to(y.dtype).unsqueeze(-1)).to(out.dtype))  # bf16 autocast: y is bf16
         return self.hook_out(out.reshape(shape))
 
     def values(self) -> Tensor:
