@@ -131,6 +131,8 @@ def load_pretrained(path: str | Path) -> HFTokenizerWrapper:
         tok = HFTokenizer.from_file(str(file))
     except Exception as err:  # the Rust library raises a bare Exception for malformed files
         raise FFNLabError(f"cannot read tokenizer {str(file)!r}: {err}") from None
+    tok.no_padding()  # a model's tokenizer.json may pad or truncate to its context; a corpus must not be
+    tok.no_truncation()
     return HFTokenizerWrapper(tok, f"pretrained:{file.parent.name}")
 
 

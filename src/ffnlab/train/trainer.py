@@ -3,7 +3,8 @@
 AdamW (Loshchilov & Hutter 2019) with linear warmup and cosine decay, gradient clipping and
 accumulation, the MoE load-balancing loss, held-out loss on a schedule, atomic checkpoints.
 Batches are pure functions of (step, seed), and the torch RNG is checkpointed, so a run that
-is interrupted and resumed ends with the same weights, bit for bit, as one that was not.
+is interrupted and resumed ends with the same weights, bit for bit, as one that was not
+(on the same machine with the same number of torch threads, which fixes the summation order).
 """
 
 from __future__ import annotations
