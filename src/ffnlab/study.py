@@ -99,8 +99,11 @@ def environment() -> dict[str, str]:
 
 def run_study(mode: str = "quick", results: str | Path | None = None, data: str | None = None,
               only: list[str] | None = None, progress: bool = True, render: bool = True,
-              log: Any = print) -> StudyRun:
-    """Run (or reuse) every registered experiment of `mode`, record each outcome, render the report."""
+              log: Any = print, options: dict[str, Any] | None = None) -> StudyRun:
+    """Run (or reuse) every registered experiment of `mode`, record each outcome, render the report.
+
+    `options` go to every experiment (e.g. ``{"size": "test"}`` for the tiny models of the tests).
+    """
     from ffnlab.experiments.registry import MODES, load_all, run_experiment
 
     if mode not in MODES:
@@ -130,7 +133,7 @@ def run_study(mode: str = "quick", results: str | Path | None = None, data: str 
         before = path.stat().st_mtime_ns if path.exists() else None
         t = time.perf_counter()
         try:
-            result = run_experiment(name, mode, results=root, data=data, progress=progress)
+            result = run_experiment(name, mode, results=root, data=data, progress=progress, options=options)
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 (one experiment's failure must not lose the others)
