@@ -1,0 +1,21 @@
+import math
+
+from ffnlab.store import Store
+
+
+def test_nonlinearity_matches_parameters_and_reuses_training(run_test_size):
+    r = run_test_size("nonlinearity")
+    rows = {row[0]: row for row in r.tables[0].rows}
+    params = {name: row[3] for name, row in rows.items()}
+    assert params["linear FFN"] == params["gelu FFN"]
+    for matched in ("no FFN (matched params, deeper)", "no FFN (matched params, wider)"):
+        assert abs(params[matched] - params["gelu FFN"]) / params["gelu FFN"] < 0.1
+    assert params["no FFN (same depth)"] < 0.7 * params["gelu FFN"]
+    assert all(math.isfinite(row[4]) and row[4] < math.log(128) for row in rows.values())  # below uniform
+    gap = rows["linear FFN"][4] - rows["gelu FFN"][4]
+    assert abs(r.estimates[0].mean - gap) < 1e-9
+    # a rerun of the experiment trains nothing: every model comes from the run store
+    runs_before = len(Store(run_test_size.results).runs(kind="train"))
+    again = run_test_size("nonlinearity", reuse=False)
+    assert len(Store(run_test_size.results).runs(kind="train")) == runs_before == 5
+    assert again.estimates[0].per_seed == r.estimates[0].per_seed

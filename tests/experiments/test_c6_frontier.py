@@ -1,0 +1,27 @@
+from ffnlab.analysis.accounting import flops_per_token
+from ffnlab.experiments.c6_frontier import BASELINE, pareto, variants
+from ffnlab.model import ModelConfig, count_params
+
+
+def test_pareto_marks_only_undominated_points():
+    points = {"a": (1, 5.0), "b": (2, 4.0), "c": (3, 4.5), "d": (2, 4.0), "e": (4, 3.0)}
+    assert pareto(points) == {"a", "b", "d", "e"}  # c is beaten by b (fewer params, lower loss)
+
+
+def test_variants_match_what_they_claim_to_match():
+    cfgs = variants(ModelConfig(vocab_size=256, d_model=64, n_layers=4, n_heads=4))
+    base = count_params(cfgs[BASELINE])
+    assert abs(count_params(cfgs["swiglu (matched params)"]) - base) / base < 0.01
+    assert abs(count_params(cfgs["one wide shared FFN (matched params)"]) - base) / base < 0.01
+    ffn = lambda k: flops_per_token(cfgs[k], 64)["ffn"]  # noqa: E731
+    for moe in ("moe top-1 (matched active)", "moe top-2 (matched active)"):
+        assert abs(ffn(moe) - ffn(BASELINE)) / ffn(BASELINE) < 0.05  # active FLOPs match (router aside)
+
+
+def test_frontier_at_test_size(run_test_size):
+    r = run_test_size("efficiency-frontier")
+    variants_table, prune = r.tables
+    assert len(variants_table.rows) == 12
+    assert any(row[6] == "yes" for row in variants_table.rows)
+    assert prune.rows[0][1] == prune.rows[0][2]  # nothing pruned: the same model
+    assert all(row[1] > 0 for row in prune.rows)
