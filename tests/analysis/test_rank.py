@@ -63,6 +63,15 @@ def test_pure_attention_collapses_and_skip_prevents_it():
     assert len(profiles["full"].per_sequence) == 4 and len(profiles["full"].per_sequence[0]) == 12
 
 
+def test_profile_is_the_same_for_any_batch_size():
+    m = model(n_layers=3)
+    tokens = torch.randint(0, 50, (6, 16))
+    one = rank_collapse(m, tokens, "attn-only", batch_size=6)
+    parts = rank_collapse(m, tokens, "attn-only", batch_size=4)  # batches of 4 and 2
+    assert len(parts.per_sequence) == 6
+    assert parts.mean == pytest.approx(one.mean, rel=1e-5)
+
+
 def test_unknown_variant_is_a_user_error():
     with pytest.raises(FFNLabError, match="did you mean 'attn-only'"):
         with surgery(model(), "attn_only"):

@@ -100,8 +100,9 @@ def rank_collapse(model, tokens: Tensor, variant: str = "full", batch_size: int 
     with surgery(model, variant), capture(model, names, reduce=ratio) as cache:
         for start in range(0, tokens.shape[0], batch_size):
             model(tokens[start:start + batch_size])
-    layers = torch.stack([cache[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
-    embed = float(cache["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
+    per_batch = {name: torch.cat(cache.parts(name)) for name in names}  # (B,) each, over all batches
+    layers = torch.stack([per_batch[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
+    embed = float(per_batch["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
     return RankProfile(variant, layers.mean(0).tolist(), layers.tolist(), embed)
 
 

@@ -39,7 +39,8 @@ class Size:
 SIZES = {
     "test": Size("char", 128, 32, 2, 2, 32, 8, 30, 2, 4),
     "quick": Size("bpe", 1024, 64, 4, 4, 64, 16, 200, 8, 12),
-    "full": Size("bpe", 4096, 128, 6, 4, 128, 32, 2000, 20, 16),
+    # sized so that all experiments' >= 3 seeds fit about 2 CPU-hours on one thread
+    "full": Size("bpe", 2048, 96, 4, 4, 128, 16, 400, 10, 16),
 }
 
 
