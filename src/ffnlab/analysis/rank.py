@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ffnlab.errors import unknown
-from ffnlab.model.hooks import Edit, capture, hooks
+from ffnlab.model.hooks import Edit, hooks
 
 VARIANTS = ("full", "attn+skip", "attn+ffn", "attn-only")
 
@@ -96,13 +96,19 @@ def rank_collapse(model, tokens: Tensor, variant: str = "full", batch_size: int 
     """Dong et al.'s residual ratio per layer for `tokens` (B, T) under `variant`."""
     names = ["hook_embed"] if "hook_embed" in model.hook_sites() else []
     names += [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
-    ratio = lambda _name, act: residual_ratio(act)  # noqa: E731 - keep only (B,) per hook
-    with surgery(model, variant), capture(model, names, reduce=ratio) as cache:
+    ratios: dict[str, list[Tensor]] = {name: [] for name in names}
+
+    def recorder(name: str):
+        def record(act: Tensor) -> None:  # keep only (B,) per hook, not the activation
+            ratios[name].append(residual_ratio(act.detach()))
+        return record
+
+    with surgery(model, variant), hooks(model, {name: recorder(name) for name in names}):
         for start in range(0, tokens.shape[0], batch_size):
             model(tokens[start:start + batch_size])
-    per_batch = {name: torch.cat(cache.parts(name)) for name in names}  # (B,) each, over all batches
-    layers = torch.stack([per_batch[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
-    embed = float(per_batch["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
+    per_seq = {name: torch.cat(parts) for name, parts in ratios.items()}  # (B,) over all batches
+    layers = torch.stack([per_seq[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
+    embed = float(per_seq["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
     return RankProfile(variant, layers.mean(0).tolist(), layers.tolist(), embed)
 
 
