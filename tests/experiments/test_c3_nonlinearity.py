@@ -19,3 +19,11 @@ def test_nonlinearity_matches_parameters_and_reuses_training(run_test_size):
     again = run_test_size("nonlinearity", reuse=False)
     assert len(Store(run_test_size.results).runs(kind="train")) == runs_before == 5
     assert again.estimates[0].per_seed == r.estimates[0].per_seed
+
+
+def test_each_experiment_run_is_logged_in_the_store(run_test_size):
+    r = run_test_size("nonlinearity")
+    runs = Store(run_test_size.results).runs(kind="experiment")
+    assert [x.name for x in runs] == ["nonlinearity"]
+    assert runs[0].summary["verdict"] == r.verdict
+    assert runs[0].summary["estimates"][r.criterion.quantity] == r.estimates[0].mean

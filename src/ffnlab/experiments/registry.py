@@ -121,4 +121,19 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
     data_flag = f" --data {data}" if data else ""
     result.command = result.command or f"ffnlab run {name} --{mode}{seeds_flag}{data_flag}"
     result.save(path)
+    _record(root, result, path)
     return result
+
+
+def _record(root: Path, result: Result, path: Path) -> None:
+    """Log the experiment run and its key numbers in the run store (`ffnlab runs` lists them)."""
+    from ffnlab.store import Store
+
+    store = Store(root)
+    config = {"name": result.name, "mode": result.mode, "version": result.version, "seeds": result.seeds,
+              "data": result.config.get("data"), "options": result.config.get("options", {})}
+    run_id = store.start_run("experiment", config, name=result.name)
+    store.add_artifact(run_id, "result", path)
+    store.finish_run(run_id, {"verdict": result.verdict, "wall_seconds": result.wall_seconds,
+                              "code_version": result.code_version,
+                              "estimates": {e.quantity: e.mean for e in result.estimates}})
