@@ -11,6 +11,7 @@ loss) is marked.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 
@@ -73,32 +74,14 @@ def prune_curve(model, calib: torch.Tensor, tokens: torch.Tensor, seed: int) -> 
             if frac == 0:
                 out[how].append(mean_loss(model, tokens, causal_lm_loss, 8))
                 continue
-            edits = []
-            for n in names:
-                k = int(round(frac * score[n].numel()))
-                order = score[n].argsort() if how == "by activation" else torch.randperm(score[n].numel(),
-                                                                                          generator=gen)
-                edits.append((n, order[:k]))
-            with _zero_neurons(model, edits):
+            with contextlib.ExitStack() as stack:  # one `ablate` per layer, all active at once
+                for n in names:
+                    k = int(round(frac * score[n].numel()))
+                    order = score[n].argsort() if how == "by activation" else torch.randperm(score[n].numel(),
+                                                                                              generator=gen)
+                    stack.enter_context(ablate(model, [n], "zero", neurons=order[:k]))
                 out[how].append(mean_loss(model, tokens, causal_lm_loss, 8))
     return out
-
-
-class _zero_neurons:
-    """Zero chosen neurons in several layers at once (one `ablate` per layer)."""
-
-    def __init__(self, model, edits):
-        self.model, self.edits, self.stack = model, edits, []
-
-    def __enter__(self):
-        import contextlib
-        self.stack = contextlib.ExitStack()
-        for name, idx in self.edits:
-            self.stack.enter_context(ablate(self.model, [name], "zero", neurons=idx))
-        return self
-
-    def __exit__(self, *exc):
-        return self.stack.__exit__(*exc)
 
 
 def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
