@@ -14,6 +14,7 @@ from ffnlab.errors import FFNLabError
 from ffnlab.report import load_study, render_report
 from ffnlab.report.answer import claim_verdict
 from ffnlab.report.page import _answer as _answer_html
+from ffnlab.report.page import _overview
 from ffnlab.results import Result
 
 
@@ -104,7 +105,19 @@ def test_answer_is_computed_from_the_verdicts(page, study):
     assert "The measurements do not support that the FFN matters through its element-wise nonlinearity" in text
     assert "The linear FFN matched the full one within 0.01 nats" in text
     (study / "experiments" / "c8-facts-quick.json").unlink()
-    assert _answer_group(_answer(study), "C8") == "Not measured yet"
+    text = _answer(study)
+    assert _answer_group(text, "C8") == "Not measured"
+    assert "is open: no experiment has a stored result" in text
+
+
+def test_claim_whose_only_experiment_failed_says_so(study):
+    (study / "experiments" / "c2-rank-quick.json").unlink()
+    st = load_study(study)
+    text = _answer_html(st)
+    assert _answer_group(text, "C2") == "Not measured"
+    assert "c2-rank-minilm failed (RuntimeError: shape mismatch in blocks.3.attn.hook_z)" in text
+    overview = _overview(st, ["C2"])
+    assert '<span class="badge failed">failed</span>' in overview
 
 
 def test_claim_verdict_aggregates():

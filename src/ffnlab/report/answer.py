@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ffnlab.report import fmt
 from ffnlab.report.claims import CLAIMS, anchor_id, claim
-from ffnlab.report.load import StoredStudy
+from ffnlab.report.load import Failure, StoredStudy
 from ffnlab.results import VERDICTS, Estimate, Result
 
 UNMEASURED = "not measured"
@@ -46,7 +46,7 @@ class Sentence:
     href: str
 
 
-def _sentence(claim_id: str, results: list[Result]) -> Sentence:
+def _sentence(claim_id: str, results: list[Result], failures: list[Failure]) -> Sentence:
     c = claim(claim_id)
     verdict = claim_verdict(results)
     does = c.does or c.topic.lower()
@@ -58,8 +58,11 @@ def _sentence(claim_id: str, results: list[Result]) -> Sentence:
         text = f"The measurements do not support that the FFN {does}."
     elif verdict == NO_VERDICT:
         text = f"Measured without a verdict: whether the FFN {does}."
+    elif failures:
+        f = failures[0]
+        text = f"Whether the FFN {does} is open: {f.name} failed ({f.error})."
     else:
-        text = f"Not measured yet: whether the FFN {does}."
+        text = f"Whether the FFN {does} is open: no experiment has a stored result."
     evidence = []
     counts = Counter(r.verdict or NO_VERDICT for r in results)
     if len(results) > 1:
@@ -82,6 +85,6 @@ def answer(study: StoredStudy) -> dict[str, list[Sentence]]:
     ids = list(CLAIMS) + [c for c in grouped if c not in CLAIMS]
     groups: dict[str, list[Sentence]] = {v: [] for v in (*VERDICTS, NO_VERDICT, UNMEASURED)}
     for claim_id in ids:
-        s = _sentence(claim_id, grouped.get(claim_id, []))
+        s = _sentence(claim_id, grouped.get(claim_id, []), [f for f in study.failures if f.claim == claim_id])
         groups[s.verdict].append(s)
     return {v: s for v, s in groups.items() if s}

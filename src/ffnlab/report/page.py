@@ -18,7 +18,7 @@ _GROUP_TITLES = {
     "partly supported": "What holds only in part",
     "not supported": "What they do not support",
     NO_VERDICT: "Measured, without a pre-registered verdict",
-    UNMEASURED: "Not measured yet",
+    UNMEASURED: "Not measured",
 }
 
 CSS = """
@@ -49,6 +49,7 @@ pre{background:var(--soft);padding:.75rem;overflow-x:auto;border-radius:6px}
 .badge.supported{background:#e6f4ea;color:#0d652d;border-color:#a8dab5}
 .badge.partly-supported{background:#fef7e0;color:#7a4f01;border-color:#fdd663}
 .badge.not-supported{background:#fce8e6;color:#a50e0e;border-color:#f6aea9}
+.badge.failed{background:#fff;color:#a50e0e;border-color:#f6aea9}
 .badge.no-verdict,.badge.not-measured{background:#f1f3f4;color:#3c4043;border-color:var(--line)}
 .verdict{background:var(--soft);padding:.6rem .9rem;border-radius:6px;margin:.75rem 0}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;margin:.5rem 0 1rem;max-width:100%}
@@ -132,12 +133,21 @@ def _overview(study: StoredStudy, ids: list[str]) -> str:
         results = grouped.get(claim_id, [])
         lead = next((r for r in results if headline(r)), None)
         est = headline(lead) if lead else None
-        number = f"{esc(est.quantity)} = {esc(fmt.estimate(est))}" if est else ""
+        if est:
+            number = f"{esc(est.quantity)} = {esc(fmt.estimate(est))}"
+        else:  # e.g. an exact accounting without estimates: its finding in words
+            number = esc(_short(results[0].reason)) if results else ""
+        failed = [f for f in study.failures if f.claim == claim_id]
+        verdict = badge("failed") if failed and not results else badge(claim_verdict(results))
         rows.append([f'<a href="#{anchor_id(claim_id)}">{esc(claim_id)}</a>', esc(claim(claim_id).topic),
-                     badge(claim_verdict(results)), esc(len(results)), number])
+                     verdict, esc(len(results)), number])
     return ('<section id="overview"><h2>Verdicts at a glance</h2>'
             + table(["claim", "topic", "verdict", "experiments", "headline number"], rows, raw=True)
             + "</section>")
+
+
+def _short(text: str, limit: int = 140) -> str:
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def _toc(study: StoredStudy, ids: list[str]) -> str:
