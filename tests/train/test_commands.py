@@ -54,6 +54,7 @@ def test_config_file_with_flags_overriding(play_dir, tmp_path, capsys):
     (["train", "--vocab-size", "100"], "BPE vocab_size must be at least 260"),
     (["train", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
     (["train", "--steps", "many"], "invalid int value: 'many'"),
+    (["train", "--threads", "0"], "--threads must be a positive integer"),
     (["runs"], "no run store in"),
     (["runs", "--compare", "5"], "no run store in"),
 ])
