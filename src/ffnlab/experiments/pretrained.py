@@ -56,11 +56,16 @@ def token_windows(model: PretrainedModel, ctx: Context, n: int, length: int, see
     return torch.stack([ids[s:s + length] for s in starts.tolist()])
 
 
-def sentences(ctx: Context, n: int, seed: int) -> list[str]:
-    """`n` distinct lines of 30-200 characters from the validation text."""
-    lines = sorted({ln.strip() for ln in _val_text(ctx, 400_000).splitlines() if 30 <= len(ln.strip()) <= 200})
-    pick = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed))[:n]
-    return [lines[i] for i in pick.tolist()]
+def passages(model: PretrainedModel, ctx: Context, n: int, length: int, seed: int) -> Tensor:
+    """`n` passages (n, length) of validation text as [CLS] tokens [SEP], all the same length.
+
+    No padding: mean and resample ablation then draw only on real tokens.
+    """
+    tok = model.tokenizer
+    body = token_windows(model, ctx, n, length - 2, seed)
+    cls = torch.full((n, 1), tok.cls_token_id)
+    sep = torch.full((n, 1), tok.sep_token_id)
+    return torch.cat([cls, body, sep], 1)
 
 
 # -- C5: accounting --------------------------------------------------------------------------
@@ -132,11 +137,9 @@ def pretrained_accounting(ctx: Context) -> Result:
 
 
 # -- C4: per-layer FFN ablation --------------------------------------------------------------
-def _pooled(model: PretrainedModel, batch: dict) -> Tensor:
-    """Mean-pooled, L2-normalised sentence embeddings (all-MiniLM-L6-v2's own pooling) (N, D)."""
-    h = model(batch["input_ids"], batch["attention_mask"]).float()
-    m = batch["attention_mask"].unsqueeze(-1).float()
-    return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+def _pooled(model: PretrainedModel, tokens: Tensor) -> Tensor:
+    """Mean-pooled, L2-normalised embeddings (all-MiniLM-L6-v2's own pooling) of unpadded (N, T) -> (N, D)."""
+    return torch.nn.functional.normalize(model(tokens).float().mean(1), dim=-1)
 
 
 def _similarity_structure(e: Tensor) -> Tensor:
@@ -151,24 +154,22 @@ def _pearson(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
-def minilm_ablation(model: PretrainedModel, texts: list[str], reference: list[str], seed: int) -> dict[str, list[float]]:
+def minilm_ablation(model: PretrainedModel, tokens: Tensor, reference: Tensor, seed: int) -> dict[str, list[float]]:
     """Per layer and method: Pearson r of the pairwise-similarity structure, ablated vs clean.
 
-    Mean and resample replacements come from `reference` sentences padded to the same length.
+    `tokens` and `reference` are (N, T) passages without padding; mean and resample
+    replacements come from `reference`.
     """
-    tok = model.tokenizer
-    batch = tok(texts, padding="max_length", truncation=True, max_length=48, return_tensors="pt")
-    ref = tok(reference, padding="max_length", truncation=True, max_length=48, return_tensors="pt")
-    clean = _similarity_structure(_pooled(model, batch))
+    clean = _similarity_structure(_pooled(model, tokens))
     names = [ffn_out(i) for i in range(model.n_layers)]
     with capture(model, names) as refs:
-        model(ref["input_ids"], ref["attention_mask"])
+        model(reference)
     out: dict[str, list[float]] = {how: [] for how in ABLATIONS}
     for how in ABLATIONS:
         for i, name in enumerate(names):
             gen = torch.Generator().manual_seed(seed * 1000 + i)
             with ablate(model, [name], how, reference=dict(refs), generator=gen):
-                out[how].append(_pearson(clean, _similarity_structure(_pooled(model, batch))))
+                out[how].append(_pearson(clean, _similarity_structure(_pooled(model, tokens))))
     return out
 
 
@@ -189,8 +190,8 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
 
     minilm = load(MINILM, progress=ctx.progress)
     n_sent = 64 if ctx.quick else 256
-    corr = [minilm_ablation(minilm, sentences(ctx, n_sent, seed), sentences(ctx, n_sent, 50_000 + seed), seed)
-            for seed in ctx.seeds]
+    corr = [minilm_ablation(minilm, passages(minilm, ctx, n_sent, 32, seed),
+                            passages(minilm, ctx, n_sent, 32, 50_000 + seed), seed) for seed in ctx.seeds]
     r = {how: [sum(c[how][i] for c in corr) / len(corr) for i in range(minilm.n_layers)] for how in ABLATIONS}
     worst = max(range(smol.n_layers), key=lambda i: inc["zero"][i])
     return Result(
@@ -198,8 +199,8 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
         method=f"SmolLM2 (bf16): mean next-token loss on {n} validation windows of {length} tokens with each "
                "layer's FFN output (ffn.hook_out) replaced by zero, by its mean over a held-out reference batch, "
                "or by a random reference sequence's output at the same position. MiniLM (no MLM head): "
-               f"Pearson r between the pairwise cosine similarities of {n_sent} mean-pooled sentence "
-               "embeddings, clean vs with one FFN ablated (1 = structure unchanged).",
+               f"Pearson r between the pairwise cosine similarities of the mean-pooled embeddings of {n_sent} "
+               "validation passages of 32 tokens, clean vs with one FFN ablated (1 = structure unchanged).",
         reason=f"clean SmolLM2 loss {clean:.3f} nats; largest zero-ablation increase at layer {worst} "
                f"(+{inc['zero'][worst]:.3f}); MiniLM similarity structure r from "
                f"{min(r['zero']):.3f} to {max(r['zero']):.3f} under zero ablation",
