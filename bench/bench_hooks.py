@@ -104,6 +104,17 @@ def _run(quick: bool) -> dict:
         res["capture_memory"] = _capture_memory(model, tokens[:2])
         out[name] = res
     out["ok"] = all(out[n]["within_target"] for n in ("smollm2", "minilm"))
+    rows = [[n, k, out[n]["min_seconds"][k], out[n]["ratio_vs_plain"][k], out[n]["median_ratio_vs_plain"][k]]
+            for n in ("smollm2", "minilm") for k in out[n]["min_seconds"]]
+    mem = [[n, out[n]["capture_memory"]["full_bytes"], out[n]["capture_memory"]["full_expected"],
+            out[n]["capture_memory"]["reduced_bytes"], out[n]["capture_memory"]["reduced_expected"]]
+           for n in ("smollm2", "minilm")]
+    out["tables"] = [
+        {"title": f"forward time with hooks vs plain HF (target ratio <= {TARGET})",
+         "columns": ["model", "case", "min s", "ratio (min)", "ratio (median)"], "rows": rows},
+        {"title": "bytes held by capture of resid_post in every layer (2 sequences)",
+         "columns": ["model", "full", "asked for", "reduced to norms", "asked for"], "rows": mem}]
+    out["notes"] = [f"hook overhead within {TARGET:.2f}x: {'yes' if out['ok'] else 'NO'}; one thread"]
     return out
 
 
