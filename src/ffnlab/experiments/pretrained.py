@@ -173,10 +173,10 @@ def minilm_ablation(model: PretrainedModel, tokens: Tensor, reference: Tensor, s
     return out
 
 
-@experiment("pretrained-ffn-ablation", claim="C4", version=1, order=56,
+@experiment("pretrained-ffn-ablation", claim="C4", version=2, order=56,
             title="Per-layer FFN ablation in SmolLM2-135M and all-MiniLM-L6-v2")
 def pretrained_ffn_ablation(ctx: Context) -> Result:
-    n, length = (8, 64) if ctx.quick else (32, 128)
+    n, length = (4, 64) if ctx.quick else (32, 128)
     smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress)
     per_seed = []
     for seed in ctx.seeds:
@@ -271,10 +271,10 @@ def pretrained_rank_collapse(ctx: Context) -> Result:
 
 
 # -- C4: logit lens --------------------------------------------------------------------------
-@experiment("pretrained-logit-lens", claim="C4", version=1, order=58,
+@experiment("pretrained-logit-lens", claim="C4", version=2, order=58,
             title="Logit lens before and after each FFN in SmolLM2-135M")
 def pretrained_logit_lens(ctx: Context) -> Result:
-    n, length = (8, 64) if ctx.quick else (32, 128)
+    n, length = (4, 64) if ctx.quick else (32, 128)
     smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress)
     results = [logit_lens(smol, token_windows(smol, ctx, n, length, seed)) for seed in ctx.seeds]
 
