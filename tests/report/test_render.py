@@ -1,8 +1,6 @@
 """The report renders stored results into one valid, self-contained page whose answer follows the verdicts."""
 
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +8,7 @@ import pytest
 from htmlcheck import check
 from stored_study import results, write_study
 
+from ffnlab.cli import main
 from ffnlab.errors import FFNLabError
 from ffnlab.report import load_study, render_report
 from ffnlab.report.answer import claim_verdict
@@ -154,10 +153,9 @@ def test_stale_failure_is_dropped_once_the_experiment_succeeds(study):
     assert [f.name for f in load_study(study).failures] == []
 
 
-def test_no_results_is_one_clear_line(tmp_path):
+def test_no_results_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(FFNLabError, match="no stored results"):
         load_study(tmp_path / "empty")
-    out = subprocess.run([sys.executable, "-m", "ffnlab", "report", "--results", str(tmp_path / "empty")],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and "no stored results" in out.stderr and "Traceback" not in out.stderr
+    assert main(["report", "--results", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ffnlab report: error: no stored results" in err
