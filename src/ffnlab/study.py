@@ -71,7 +71,7 @@ def _import_experiments() -> list[Outcome]:
             importlib.import_module(qualified)
         except Exception as err:  # noqa: BLE001 (any import error of someone's module must not stop the study)
             sys.modules[qualified] = types.ModuleType(qualified)
-            failures.append(Outcome(f"module:{info.name}", "?", "failed", 0.0, error=_one_line(err),))
+            failures.append(Outcome(f"module:{info.name}", "?", "failed", 0.0, error=_one_line(err)))
     return failures
 
 
