@@ -139,3 +139,17 @@ def test_param_components_cover_every_parameter(model):
 def test_bad_tokens_shape_is_a_user_error(model):
     with pytest.raises(FFNLabError, match=r"\(B, T\)"):
         model(torch.zeros(5, dtype=torch.long))
+
+
+def test_a_wrong_site_mapping_is_refused():
+    """The load-time check can fail: attention's output mapped to the query projection."""
+    from ffnlab.model.hooks import HookSite
+    from ffnlab.pretrained.llama import LlamaAdapter
+
+    class Wrong(LlamaAdapter):
+        def layer_sites(self, i, layer):
+            return {**super().layer_sites(i, layer), "attn.hook_out": HookSite(layer.self_attn.q_proj)}
+
+    model = Wrong(tiny("llama").hf, None, {"name": "wrong"})
+    with pytest.raises(FFNLabError, match="wrong: hook check failed: resid_mid = resid_pre \\+ attn_out"):
+        model.verify(tokens())

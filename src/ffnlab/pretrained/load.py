@@ -109,8 +109,8 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
         hf_logging.disable_progress_bar()
     try:
         hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer.json").exists() or \
-            (path / "vocab.txt").exists() or (path / "vocab.json").exists() else None
+        has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
+        tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
     finally:
