@@ -116,3 +116,17 @@ def test_unknown_hook_name_suggests_the_right_one(model):
     with pytest.raises(FFNLabError, match="did you mean 'blocks.0.ffn.hook_post'"):
         with hooks(model, {"blocks.0.ffn.hook_pots": lambda a: None}):
             pass
+
+
+def test_capture_combines_uneven_batches_on_request(model):
+    per_sequence = lambda name, a: a.norm(dim=(1, 2))  # noqa: E731 - keeps the batch dimension
+    with capture(model, ["blocks.1.hook_resid_post"], reduce=per_sequence, combine="cat") as c:
+        model(tokens(b=3, seed=1))
+        model(tokens(b=1, seed=2))
+    assert c["blocks.1.hook_resid_post"].shape == (4,)
+    with capture(model, ["blocks.1.hook_resid_post"], reduce=per_sequence) as s:
+        model(tokens(b=3, seed=1))
+        model(tokens(b=1, seed=2))
+    assert [p.shape[0] for p in s.parts("blocks.1.hook_resid_post")] == [3, 1]
+    with pytest.raises(FFNLabError, match="use cache.parts"):
+        s["blocks.1.hook_resid_post"]  # stacking (3,) and (1,) is impossible: a clear error

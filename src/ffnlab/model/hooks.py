@@ -118,25 +118,41 @@ def hooks(model: Hooked, edits: Mapping[str, Edit]) -> Iterator[None]:
             handle.remove()
 
 
-class Cache(dict):
-    """Captured activations: `cache[name]` is one tensor.
+class Cache(Mapping):
+    """Captured activations: `cache[name]` is one tensor, `cache.parts(name)` one per forward.
 
-    Over several forwards, activations are concatenated along the batch dimension;
-    reduced values (`stack=True`) are stacked along a new first dimension.
+    Over several forwards, activations are concatenated along the batch dimension
+    (`combine="cat"`, the default without a reduction) or stacked along a new first
+    dimension (`combine="stack"`, the default with one). Combining happens on access,
+    so recording never fails and costs nothing but the list append.
     """
 
-    def __init__(self, names: Sequence[str], stack: bool = False):
-        super().__init__()
+    def __init__(self, names: Sequence[str], combine: str = "cat"):
+        if combine not in ("cat", "stack"):
+            raise unknown("combine", combine, ("cat", "stack"))
         self._parts: dict[str, list[Tensor]] = {name: [] for name in names}
-        self._stack = stack
+        self._combine = combine
 
     def _add(self, name: str, value: Tensor) -> None:
         self._parts[name].append(value)
-        parts = self._parts[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, parts in self._parts.items() if parts)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __getitem__(self, name: str) -> Tensor:
+        parts = self._parts.get(name)
+        if not parts:
+            raise KeyError(name)
         if len(parts) == 1:
-            self[name] = parts[0]
-        else:
-            self[name] = torch.stack(parts) if self._stack else torch.cat(parts)
+            return parts[0]
+        try:
+            return torch.stack(parts) if self._combine == "stack" else torch.cat(parts)
+        except RuntimeError as err:
+            raise FFNLabError(f"cannot {self._combine} the {len(parts)} recorded values of {name} "
+                              f"({err}); use cache.parts({name!r})") from None
 
     def parts(self, name: str) -> list[Tensor]:
         """The per-forward values of `name`, in call order."""
@@ -146,14 +162,16 @@ class Cache(dict):
 @contextmanager
 def capture(model: Hooked, names: Iterable[str],
             reduce: Callable[[str, Tensor], Tensor] | None = None,
-            device: str | torch.device | None = "cpu") -> Iterator[Cache]:
+            device: str | torch.device | None = "cpu", combine: str | None = None) -> Iterator[Cache]:
     """Record the named activations, detached; with `reduce`, keep only `reduce(name, act)`.
 
     Nothing is kept that was not asked for: `reduce` runs inside the hook, so a per-batch
-    statistic costs the memory of the statistic, not of the activation.
+    statistic costs the memory of the statistic, not of the activation. `combine` says how
+    `cache[name]` joins several forwards: "cat" (batch dim; default without `reduce`) or
+    "stack" (new dim; default with `reduce`, e.g. one mean per forward).
     """
     names = list(names)
-    cache = Cache(names, stack=reduce is not None)
+    cache = Cache(names, combine or ("stack" if reduce is not None else "cat"))
 
     def recorder(name: str) -> Edit:
         def record(act: Tensor) -> None:
