@@ -1,0 +1,119 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ffnlab.analysis.neurons import NeuronStats, StatsConfig, neuron_stats
+from ffnlab.errors import FFNLabError
+from ffnlab.model import FFNConfig, Transformer, capture, preset
+
+
+def tiny(kind: str = "mlp", seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    cfg = preset("tiny", n_layers=3, ffn=FFNConfig(kind=kind, activation="gelu", d_ff=96))
+    return Transformer(cfg).eval()
+
+
+def stream(n: int, vocab: int = 256, seed: int = 1) -> torch.Tensor:
+    return torch.randint(vocab, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def full_capture(model, tokens, seq_len):
+    names = [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)]
+    with torch.no_grad(), capture(model, names) as cache:
+        model(tokens[: len(tokens) // seq_len * seq_len].view(-1, seq_len))
+    return [cache[n].reshape(-1, cache[n].shape[-1]) for n in names]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "swiglu"])
+def test_streaming_equals_exact_over_a_full_capture(kind):
+    model, tokens, seq_len = tiny(kind), stream(1000), 32
+    cfg = StatsConfig(k=7, threshold=0.05)
+    stats = neuron_stats(model, tokens, seq_len=seq_len, batch_size=3, cfg=cfg, dtype=None, progress=False)
+    acts = full_capture(model, tokens, seq_len)
+    assert stats.count == 31 * 32
+    for layer, a in zip(stats.layers, acts):
+        top = a.abs().topk(7, dim=0)
+        # equal activations (a window's first token repeats) may tie, so compare values, and check
+        # that each stored global index (= row of the flat stream) holds the stored activation
+        assert torch.allclose(layer.top_values.abs(), top.values.T, atol=1e-6)
+        assert torch.allclose(layer.top_values, a.gather(0, layer.top_index.T).T, atol=1e-6)
+        assert all(len(set(row.tolist())) == 7 for row in layer.top_index)
+        assert torch.allclose(layer.mean.float(), a.mean(0), atol=1e-5)
+        assert torch.allclose(layer.var.float(), a.var(0, unbiased=False), atol=1e-5, rtol=1e-4)
+        assert torch.allclose(layer.sparsity.float(), (a > 0.05).float().mean(0), atol=1e-6)
+        # quantiles from the histogram sit within one bin of the exact ones
+        width = float(layer.edges[1] - layer.edges[0])
+        q = layer.quantiles([0.1, 0.5, 0.9]).float()
+        exact = a.quantile(torch.tensor([0.1, 0.5, 0.9]), dim=0).T
+        assert (q - exact).abs().max() <= width + 1e-6
+    if kind == "swiglu":  # gated coefficients are signed: the top-k keeps negative values
+        assert any((layer.top_values < 0).any() for layer in stats.layers)
+
+
+def test_state_size_does_not_grow_with_tokens():
+    model = tiny()
+    small = neuron_stats(model, stream(320), seq_len=32, cfg=StatsConfig(k=5), progress=False)
+    large = neuron_stats(model, stream(3200), seq_len=32, cfg=StatsConfig(k=5), progress=False)
+    assert large.count == 10 * small.count
+    assert small.state_bytes() == large.state_bytes() == 3 * 96 * (5 * 4 + 5 * 8 + 8 + 8 + 8 + 64 * 8)
+
+
+def test_peak_memory_does_not_grow_with_tokens():
+    """Peak RSS of a subprocess: 8x the tokens costs no more memory (a full cache would cost 8x)."""
+    code = textwrap.dedent("""
+        import resource, sys, torch
+        from ffnlab.analysis.neurons import neuron_stats, StatsConfig
+        from ffnlab.model import Transformer, preset, FFNConfig
+        torch.manual_seed(0)
+        m = Transformer(preset("tiny", d_model=64, n_layers=2, max_seq_len=64,
+                               ffn=FFNConfig(kind="mlp", d_ff=512))).eval()
+        n = int(sys.argv[1])
+        toks = torch.randint(256, (n,))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        neuron_stats(m, toks, seq_len=64, batch_size=16, progress=False)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    """)
+    grow = {}
+    for n in (4096, 32_768):
+        out = subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True, check=True)
+        grow[n] = int(out.stdout.split()[-1]) * 1024
+    # a full cache of 32k tokens x 2 layers x 512 neurons in float32 would be 128 MiB
+    assert grow[32_768] < grow[4096] + 16 * 2**20
+
+
+def test_save_load_round_trip_and_resume(tmp_path):
+    model, tokens = tiny(), stream(960)
+    whole = neuron_stats(model, tokens, seq_len=32, batch_size=2, cfg=StatsConfig(k=4), dtype=None, progress=False)
+    saved = []
+
+    def checkpoint(s):  # keep the first checkpoint only, as if the pass had been killed after it
+        if not saved:
+            s.save(tmp_path / "part")
+            saved.append(s.count)
+    neuron_stats(model, tokens, seq_len=32, batch_size=2, cfg=StatsConfig(k=4), dtype=None, progress=False,
+                 checkpoint=checkpoint, checkpoint_every=5)
+    part = NeuronStats.load(tmp_path / "part")
+    assert part.count == saved[0] == 5 * 2 * 32
+    resumed = neuron_stats(model, tokens, seq_len=32, batch_size=2, dtype=None, progress=False, resume=part)
+    for a, b in zip(whole.layers, resumed.layers):
+        assert torch.equal(a.top_index, b.top_index)
+        assert torch.allclose(a.mean, b.mean) and torch.allclose(a.m2, b.m2)
+        assert torch.equal(a.hist, b.hist)
+
+
+def test_context_and_next_token_stay_inside_the_window():
+    model, tokens = tiny(), stream(128)
+    stats = neuron_stats(model, tokens, seq_len=32, cfg=StatsConfig(k=2), progress=False)
+    ctx, at = stats.context(33, width=10)
+    assert ctx == tokens[32:34].tolist() and at == 1
+    assert stats.next_token(31) is None and stats.next_token(30) == int(tokens[31])
+
+
+def test_too_few_tokens_is_a_user_error():
+    with pytest.raises(FFNLabError, match="at least 32 tokens"):
+        neuron_stats(tiny(), stream(10), seq_len=32, progress=False)
+    with pytest.raises(FFNLabError, match="top-k"):
+        StatsConfig(k=0)
