@@ -79,12 +79,7 @@ class LayerStats:
         n = acts.shape[0]
         if n == 0:
             return
-        # top-k: the batch's own top-k first (cheap, (F, k)), then merge with the state's k
-        _, rows = acts.abs().topk(min(self.k, n), dim=0)  # (k_b, F)
-        cand_val = torch.cat([self.top_values, acts.gather(0, rows).T], dim=1)  # (F, k + k_b)
-        cand_idx = torch.cat([self.top_index, index[rows].T], dim=1)
-        keep = cand_val.abs().topk(min(self.k, cand_val.shape[1]), dim=1).indices
-        self.top_values, self.top_index = cand_val.gather(1, keep), cand_idx.gather(1, keep)
+        self._merge_top(acts, index)
         # mean / M2: the batch's in float32, merged into the running ones in float64 (Chan et al.)
         b_mean = acts.mean(0)
         b_m2 = (acts - b_mean).square_().sum(0).double()
@@ -103,6 +98,29 @@ class LayerStats:
         bins = (acts - lo).mul_(nb / (hi - lo)).clamp_(0, nb - 1).long()  # (N, F)
         bins += torch.arange(self.n_neurons) * nb
         self.hist += torch.bincount(bins.view(-1), minlength=self.n_neurons * nb).view_as(self.hist)
+
+    def _merge_top(self, acts: Tensor, index: Tensor) -> None:
+        """Merge the batch's top-k by |activation| into the state's (F, k)."""
+        absa = acts.abs()
+        cols = None
+        if self.top_values.shape[1] == self.k:
+            # why: once the state is full, only neurons with a value above their k-th best can
+            # change; skipping the others makes the (dominant) top-k cost shrink as N grows
+            hit = (absa > self.top_values[:, -1].abs()).any(0)
+            cols = hit.nonzero().squeeze(1)
+            if cols.numel() == 0:
+                return
+            absa, acts = absa[:, cols], acts[:, cols]
+        _, rows = absa.topk(min(self.k, acts.shape[0]), dim=0)  # (k_b, F')
+        old_val = self.top_values if cols is None else self.top_values[cols]
+        old_idx = self.top_index if cols is None else self.top_index[cols]
+        cand_val = torch.cat([old_val, acts.gather(0, rows).T], dim=1)  # (F', k + k_b)
+        cand_idx = torch.cat([old_idx, index[rows].T], dim=1)
+        keep = cand_val.abs().topk(min(self.k, cand_val.shape[1]), dim=1).indices  # sorted, descending
+        if cols is None:
+            self.top_values, self.top_index = cand_val.gather(1, keep), cand_idx.gather(1, keep)
+        else:
+            self.top_values[cols], self.top_index[cols] = cand_val.gather(1, keep), cand_idx.gather(1, keep)
 
     @property
     def var(self) -> Tensor:
