@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from ffnlab.analysis.tracing import embedding_std, position_group, trace
+from ffnlab.errors import FFNLabError
+from ffnlab.model import FFNConfig, Transformer, hooks, patch, preset, capture
+
+
+def tiny(seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    return Transformer(preset("tiny", n_layers=3, ffn=FFNConfig(kind="mlp", d_ff=96))).eval()
+
+
+PROMPT = torch.randint(256, (9,), generator=torch.Generator().manual_seed(7))
+SUBJECT = (3, 5)
+
+
+def answer_of(model):
+    with torch.no_grad():
+        return int(model(PROMPT[None])[0, -1].argmax())
+
+
+def test_restoring_the_last_state_recovers_everything_and_states_before_the_subject_nothing():
+    model = tiny()
+    noise = 3 * embedding_std(model, PROMPT[None])
+    tr = trace(model, PROMPT, SUBJECT, answer_of(model), noise, samples=3, window=1, batch_size=40)
+    assert tr.total_effect > 0
+    # the head reads only the last position's final state: restoring it is the whole effect
+    assert tr.effects["resid"][-1, -1] == pytest.approx(tr.total_effect, abs=1e-6)
+    # causal attention: nothing before the subject sees the noise, so restoring it changes nothing
+    for kind in ("resid", "mlp", "attn"):
+        assert tr.effects[kind][:, : SUBJECT[0]].abs().max() < 1e-6
+
+
+def test_without_attention_output_no_information_reaches_the_last_position():
+    model = tiny()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.proj.weight.zero_()
+    tr = trace(model, PROMPT, SUBJECT, answer_of(model), noise=1.0, samples=2)
+    assert tr.total_effect == pytest.approx(0, abs=1e-6)
+    assert all(e.abs().max() < 1e-6 for e in tr.effects.values())
+
+
+def test_batched_rows_match_one_restoration_done_by_hand():
+    model = tiny(1)
+    answer, noise = answer_of(model), 0.5
+    tr = trace(model, PROMPT, SUBJECT, answer, noise, kinds=("mlp",), window=2, samples=1, seed=3)
+    bank = torch.randn(1, 2, model.config.d_model, generator=torch.Generator().manual_seed(3)) * noise
+
+    def corrupt(act):
+        act = act.clone()
+        act[:, 3:5] += bank[0]
+        return act
+    names = ["blocks.0.ffn.hook_out", "blocks.1.ffn.hook_out"]  # window 2 around layer 1: layers 0, 1
+    with torch.no_grad():
+        with capture(model, names) as clean:
+            model(PROMPT[None])
+        with hooks(model, {"hook_embed": corrupt}):
+            p_corrupt = model(PROMPT[None])[0, -1].softmax(-1)[answer]
+            with patch(model, {n: clean[n] for n in names}, positions=[6]):
+                p_restored = model(PROMPT[None])[0, -1].softmax(-1)[answer]
+    assert tr.p_corrupt == pytest.approx(float(p_corrupt), abs=1e-6)
+    assert tr.effects["mlp"][1, 6] == pytest.approx(float(p_restored - p_corrupt), abs=1e-6)
+
+
+def test_bad_input_is_a_user_error():
+    model = tiny()
+    with pytest.raises(FFNLabError, match="subject span"):
+        trace(model, PROMPT, (5, 20), 1, 1.0)
+    with pytest.raises(FFNLabError, match="unknown trace kind"):
+        trace(model, PROMPT, SUBJECT, 1, 1.0, kinds=("mpl",))
+    enc = Transformer(preset("tiny", arch="encoder"))
+    with pytest.raises(FFNLabError, match="causal"):
+        trace(enc, PROMPT, SUBJECT, 1, 1.0)
+
+
+def test_position_groups():
+    groups = [position_group(p, (1, 4), 7) for p in range(7)]
+    assert groups == ["further", "first subject", "middle subject", "last subject", "first after", "further", "last"]
