@@ -152,3 +152,46 @@ def position_group(pos: int, subject: tuple[int, int], length: int) -> str:
     if pos == s1:
         return "first after"
     return "further"
+
+
+# -- facts ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FactPrompt:
+    """A prompt's tokens, the subject's token span and the answer's first token."""
+
+    text: str
+    tokens: tuple[int, ...]
+    subject: tuple[int, int]
+    answer: int
+
+
+def shipped_facts() -> list[dict]:
+    """The small fact set shipped with ffnlab (`analysis/facts.json`): prompt, subject, answer."""
+    import importlib.resources
+    import json
+
+    return json.loads((importlib.resources.files("ffnlab.analysis") / "facts.json").read_text())["facts"]
+
+
+def fact_prompts(encode, facts: Sequence[dict]) -> list[FactPrompt]:
+    """Tokenise facts with `encode(text) -> list[int]`; the subject span comes from the prefixes."""
+    out = []
+    for f in facts:
+        prompt, subject = f["prompt"], f["subject"]
+        at = prompt.find(subject)
+        if at < 0:
+            raise FFNLabError(f"fact {prompt!r}: subject {subject!r} is not in the prompt")
+        tokens = encode(prompt)
+        s0 = len(encode(prompt[:at].rstrip())) if at else 0
+        s1 = len(encode(prompt[:at + len(subject)]))
+        answer = encode(f["answer"])
+        if not answer or s1 <= s0 or tokens[:s1] != encode(prompt[:at + len(subject)]):
+            continue  # the subject does not end on a token boundary: no clean span to corrupt
+        out.append(FactPrompt(prompt, tuple(tokens), (s0, s1), answer[0]))
+    return out
+
+
+@torch.no_grad()
+def known_facts(model: Hooked, facts: Sequence[FactPrompt]) -> list[FactPrompt]:
+    """The facts whose answer is the model's own top prediction."""
+    return [f for f in facts if int(model(torch.tensor([f.tokens]))[0, -1].argmax()) == f.answer]
