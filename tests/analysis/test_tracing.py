@@ -78,3 +78,19 @@ def test_bad_input_is_a_user_error():
 def test_position_groups():
     groups = [position_group(p, (1, 4), 7) for p in range(7)]
     assert groups == ["further", "first subject", "middle subject", "last subject", "first after", "further", "last"]
+
+
+def test_fact_prompts_find_the_subject_tokens():
+    from ffnlab.analysis.tracing import fact_prompts, known_facts, shipped_facts
+
+    facts = shipped_facts()
+    assert len(facts) >= 40 and all(f["subject"] in f["prompt"] for f in facts)
+    words = {}
+    encode = lambda s: [words.setdefault(w, len(words)) for w in s.split()]  # noqa: E731 (a word tokenizer)
+    (fp,) = fact_prompts(encode, [{"prompt": "The capital of Spain is", "subject": "Spain", "answer": " Madrid"}])
+    assert fp.subject == (3, 4) and fp.tokens[3] == words["Spain"] and fp.answer == words["Madrid"]
+    model = tiny()
+    with torch.no_grad():
+        top = int(model(torch.tensor([fp.tokens]))[0, -1].argmax())
+    right = fp.__class__(fp.text, fp.tokens, fp.subject, top)
+    assert known_facts(model, [fp, right]) == ([right] if top != fp.answer else [fp, right])

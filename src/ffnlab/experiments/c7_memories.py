@@ -138,7 +138,7 @@ def kv_memories(ctx: Context) -> Result:
     with few_threads(1):
         opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress)
         tokens = opened.tokens_of(ctx.data, n_tokens)
-        promote = tokens[-8 * 64:].view(8, 64)  # held out of nothing: promotion only reads the model
+        promote = tokens[-8 * 64:].view(8, 64)  # 512 positions for the promotion statistics
         res = memories(opened, tokens, ctx.results / "neurons" / f"{opened.name}-{n_tokens}", seq_len=128,
                        progress=ctx.progress, promote_tokens=promote)
     stats, ag, pr = res["stats"], res["agreement"], res["promotion"]
