@@ -27,7 +27,8 @@ from ffnlab.analysis.tracing import (POSITION_GROUPS, embedding_std, fact_prompt
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments.common import few_threads
 from ffnlab.experiments.registry import Context, experiment
-from ffnlab.results import Anchor, Line, Result, Series, Table
+from ffnlab.experiments.verdict import decide, estimate
+from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
 
 
 # -- plumbing shared with the CLI -----------------------------------------------------------------
@@ -128,6 +129,10 @@ def neuron_examples(opened: Opened, stats: NeuronStats, picks: list[tuple[int, i
 
 # -- experiments ------------------------------------------------------------------------------------
 SMOLLM2 = "smollm2"
+KV_CRITERION = Criterion("upper-third agreement / shuffled-pair agreement", ">", 2.0,
+                         "one streaming pass; requirement: upper-third agreement above lower-third (Geva et al.)")
+TRACE_CRITERION = Criterion("peak MLP minus peak attention indirect effect at the last subject token (p)", ">", 0.0,
+                            "mean over traced facts; requirement: attributed neurons' suppression beats random")
 GEVA = "Geva et al. 2021 (16-layer LM, vocab 267k)"
 
 
@@ -163,6 +168,10 @@ def kv_memories(ctx: Context) -> Result:
     low = sum(a.agree for a in ag[: n_layers // 3]) / max(1, n_layers // 3)
     high = sum(a.agree for a in ag[-(n_layers // 3):]) / max(1, n_layers // 3)
     best = max(range(n_layers), key=lambda i: ag[i].agree)
+    shuffled_high = sum(a.shuffled for a in ag[-(n_layers // 3):]) / max(1, n_layers // 3)
+    est = estimate(KV_CRITERION.quantity, [high / max(shuffled_high, 1e-12)])
+    verdict, reason = decide(KV_CRITERION, est, requirements=[
+        (high > low, f"upper-third agreement {100 * high:.2f}% > lower-third {100 * low:.2f}%")])
     picks = [(best, int(i)) for i in stats.layers[best].top_values[:, 0].abs().topk(3).indices] + [(0, 0), (1, 1)]
     return Result(
         name="c7-kv-memories", claim="C7", title="", version=1, mode=ctx.mode,
@@ -172,6 +181,7 @@ def kv_memories(ctx: Context) -> Result:
                 "and head; agreement = share of neurons whose value's top token (sign-corrected) is the token after "
                 "the neuron's top trigger. Promotion: over 512 positions, the tokens that become / stop being the "
                 "top-1 across an FFN, scored in its 10 largest sub-updates (z over the vocabulary; 0 = random)."),
+        criterion=KV_CRITERION, verdict=verdict, reason=reason, estimates=[est],
         tables=[table, promo], series=series,
         anchors=[Anchor(GEVA, "value top-1 = next token of top trigger: ≈0% in lower layers, ≈3.5% upper; "
                         "random 0.0004%",
@@ -223,6 +233,11 @@ def fact_tracing(ctx: Context) -> Result:
             for g, v in groups[k].items() if v]
     att = {key: 100 * mean([e[key] for e in effects])
            for key in ("suppress", "amplify", "random_suppress", "random_amplify")}
+    est = estimate(TRACE_CRITERION.quantity, [peak["mlp"] - peak["attn"]])
+    verdict, reason = decide(TRACE_CRITERION, est, requirements=[
+        (att["suppress"] < att["random_suppress"],
+         f"suppressing attributed neurons ({att['suppress']:+.0f}%) lowers p(answer) more than random "
+         f"({att['random_suppress']:+.1f}%)")])
     return Result(
         name="c7-fact-tracing", claim="C7", title="", version=1, mode=ctx.mode,
         method=(f"{opened.name}: {len(facts)} of {len(shipped_facts())} shipped facts answered correctly; "
@@ -232,6 +247,7 @@ def fact_tracing(ctx: Context) -> Result:
                 "integrated gradients over every layer's neurons at the last position; the top neurons "
                 "(> 0.2 x best, at most 5) are zeroed or doubled at every position, vs as many random "
                 "neurons of the same layers."),
+        criterion=TRACE_CRITERION, verdict=verdict, reason=reason, estimates=[est],
         tables=[Table("Peak average indirect effect by position group", ["restored", "position", "facts×",
                                                                           "peak IE %"], rows),
                 Table("Knowledge neurons: relative change of p(answer)",
