@@ -177,14 +177,21 @@ def _store(root: Path, record: dict[str, Any], o: Outcome, data: str | None) -> 
     atomic_write_text(record_path(root, record["mode"]), json.dumps(record, indent=1))
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def summary_table(run: StudyRun) -> str:
     """The verdict table printed at the end of a study (plain text)."""
-    rows = [("claim", "experiment", "status", "verdict", "headline number", "time (s)")]
+    rows = [("claim", "experiment", "status", "verdict", "time (s)", "headline number (or error)")]
     for o in sorted(run.outcomes, key=lambda o: (o.claim, o.name)):
         est = headline(o.result) if o.result else None
-        number = f"{est.quantity} = {fmt.estimate(est)}" if est else o.error
+        if est:
+            number = f"{fmt.estimate(est)}: {est.quantity}"
+        else:
+            number = o.error or (o.result.reason if o.result else "")
         verdict = (o.result.verdict or "no verdict") if o.result else "—"
-        rows.append((o.claim, o.name, o.status, verdict, number[:90], f"{o.seconds:.1f}"))
+        rows.append((o.claim, o.name, o.status, verdict, f"{o.seconds:.1f}", _clip(number, 100)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -118,12 +118,12 @@ def results() -> list[Result]:
                               [Line("measured", layers, [0.1, 0.3, 0.8, 1.5, 2.4, 3.1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
                                Line("shuffled", layers, [0.02] * 6)])],
                anchors=[Anchor("Geva et al. 2021", "≈0% lower → ≈3.5% upper layers", "0.1% → 3.1%")],
-               extra={"neuron_examples": [
+               extra={"neurons": [  # the shape c7-kv-memories writes
                    {"layer": 5, "neuron": 812, "triggers": ["The king of [[France]] said", "in [[Paris]] and",
                                                              "the French [[court]]"],
-                    "promoted": [" Paris", " France", " French"], "suppressed": [" London", "\n"]},
+                    "activations": [4.21, 3.9, 3.5], "promotes": [" Paris", " France", " French", "⏎"]},
                    {"layer": 1, "neuron": 17, "triggers": [{"before": "Enter ", "token": "KING", "after": " HENRY"}],
-                    "promoted": [" HENRY", " RICHARD"]}],
+                    "activations": [2.5], "promotes": [" HENRY", " RICHARD"]}],
                    "tokens_scanned": 30000},
                caveats=["weights are dequantised 4-bit (Q4_1) values"],
                command="ffnlab run c7-memories --quick", **common),

@@ -78,8 +78,9 @@ def test_sections_show_numbers_verdicts_anchors_caveats_commands(page):
     assert "0.029 [0.022, 0.036]" in text  # an interval without per-seed values (bootstrap) is shown
     assert "109,482,240" in text  # C5 accounting table, integers with separators
     # C7 neuron examples: the trigger token highlighted, promoted tokens with their leading space visible
-    assert "The king of <mark>France</mark> said" in text and "Enter <mark>KING</mark> HENRY" in text
-    assert '<code class="tok">␣Paris</code>' in text
+    assert '<li>The king of <mark>France</mark> said <span class="note">(activations 4.21)</span></li>' in text
+    assert "Enter <mark>KING</mark> HENRY" in text
+    assert '<code class="tok">␣Paris</code>' in text and '<code class="tok">⏎</code>' in text
     # the failure is listed and the environment of the run is shown
     assert "RuntimeError: shape mismatch in blocks.3.attn.hook_z" in text
     assert "2.13.0" in text

@@ -73,7 +73,7 @@ def test_cli_prints_verdict_table_and_wall_time(registered, tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 1  # one experiment failed
     table = out.out[out.out.index("claim"):]
-    assert "test-accounting" in table and "supported" in table and "FFN share of parameters (BERT-base) = 0.518" in table
+    assert "test-accounting" in table and "supported" in table and "0.518 (1 seed): FFN share of parameters (BERT-base)" in table
     assert "test-broken" in table and "RuntimeError: the corpus is missing" in table
     assert "2 experiments, 1 failed, wall time" in out.out
     assert (tmp_path / "r" / "report" / "index.html").exists()

@@ -74,18 +74,28 @@ def _is_example(x: dict) -> bool:
 def _card(x: dict) -> str:
     scalars = [(k, v) for k, v in x.items() if _is_scalar(v) and not (isinstance(v, str) and len(v) > 60)]
     title = " · ".join(f"{_title(k).lower()} {fmt.num(v)}" for k, v in scalars)
+    contexts = next((v for k, v in x.items() if isinstance(v, list) and _is_context_key(k)), [])
+    # a numeric list as long as the contexts (e.g. activations) is shown beside each context
+    beside = {k: v for k, v in x.items() if isinstance(v, list) and not _is_context_key(k) and v
+              and len(v) == len(contexts) and all(_is_scalar(n) and not isinstance(n, str) for n in v)}
     body = []
     for k, v in x.items():
-        if (k, v) in scalars:
+        if (k, v) in scalars or k in beside:
             continue
         if isinstance(v, list) and _is_context_key(k):
+            notes = [" ".join(f"{_title(b).lower()} {fmt.num(vals[j])}" for b, vals in beside.items())
+                     for j in range(len(v))]
             body.append(f'<div class="key">{esc(_title(k))}</div><ol class="contexts">'
-                        + "".join(f"<li>{_context(c)}</li>" for c in v) + "</ol>")
+                        + "".join(f'<li>{_context(c)}{_note(n)}</li>' for c, n in zip(v, notes)) + "</ol>")
         elif isinstance(v, list) and all(isinstance(t, str) for t in v):
             body.append(f'<div class="key">{esc(_title(k))}</div>{_chips(v)}')
         else:
             body.append(_field(k, v, level=1))
     return f'<div class="card"><div class="card-title">{esc(title)}</div>{"".join(body)}</div>'
+
+
+def _note(text: str) -> str:
+    return f' <span class="note">({esc(text)})</span>' if text else ""
 
 
 def _context(c: Any) -> str:
