@@ -214,7 +214,9 @@ def fact_tracing(ctx: Context) -> Result:
         groups = {k: {g: [] for g in POSITION_GROUPS} for k in ("resid", "mlp", "attn")}
         total = []
         for f in facts[:n_trace]:
-            tr = trace(model, f.tokens, f.subject, f.answer, noise, samples=samples)
+            # quick: only the two positions the anchors speak of (every position costs a full sweep)
+            where = [f.subject[1] - 1, len(f.tokens) - 1] if ctx.quick else None
+            tr = trace(model, f.tokens, f.subject, f.answer, noise, samples=samples, positions=where)
             total.append(tr.total_effect)
             for kind, eff in tr.effects.items():
                 for j, p in enumerate(tr.positions):
