@@ -1,7 +1,8 @@
 """Streaming neuron statistics vs a full activation cache (TransformerLens' run_with_cache, then top-k).
 
 Same model (SmolLM2-135M, bf16 autocast, one thread), same tokens: tokens/s and the peak RSS
-growth of a fresh subprocess per (method, N), so one run's allocations cannot hide another's.
+growth during the pass (sampled every 5 ms) in a fresh subprocess per (method, N), so one run's
+allocations cannot hide another's.
 Target: the streaming pass >= 3x faster at equal tokens, its peak memory flat in N.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -46,6 +46,36 @@ def full_cache(model, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Te
     return out
 
 
+class _RSSPeak:
+    """Samples this process's current RSS every 5 ms (ru_maxrss would keep the model loading's peak)."""
+
+    def __enter__(self) -> "_RSSPeak":
+        import threading
+
+        self.start, self.peak, self._stop = _rss(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def child(method: str, n: int) -> None:
     """Run one method in this (fresh) process; print seconds and peak RSS growth as JSON."""
     from ffnlab.analysis.neurons import StatsConfig, neuron_stats
@@ -57,17 +87,16 @@ def child(method: str, n: int) -> None:
     warm = tokens[:SEQ_LEN].view(1, SEQ_LEN)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         opened.model(warm)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
-    if method == "streaming":
-        stats = neuron_stats(opened.model, tokens, SEQ_LEN, BATCH, StatsConfig(k=K), progress=False)
-        state = stats.state_bytes()
-    else:
-        full_cache(opened.model, tokens)
-        state = None
-    seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "rss_growth": peak - before, "state_bytes": state,
+    with _RSSPeak() as rss:
+        t0 = time.perf_counter()
+        if method == "streaming":
+            stats = neuron_stats(opened.model, tokens, SEQ_LEN, BATCH, StatsConfig(k=K), progress=False)
+            state = stats.state_bytes()
+        else:
+            full_cache(opened.model, tokens)
+            state = None
+        seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "rss_growth": rss.growth, "state_bytes": state,
                       "tokens": len(tokens) // SEQ_LEN * SEQ_LEN}))
 
 
