@@ -124,6 +124,8 @@ def results() -> list[Result]:
                     "activations": [4.21, 3.9, 3.5], "promotes": [" Paris", " France", " French", "⏎"]},
                    {"layer": 1, "neuron": 17, "triggers": [{"before": "Enter ", "token": "KING", "after": " HENRY"}],
                     "activations": [2.5], "promotes": [" HENRY", " RICHARD"]}],
+                   "facts": ["Christopher Columbus sailed across the Atlantic in the year",
+                             "The Sydney Opera House is located in the country of"],
                    "tokens_scanned": 30000},
                caveats=["weights are dequantised 4-bit (Q4_1) values"],
                command="ffnlab run c7-memories --quick", **common),

@@ -80,6 +80,7 @@ def test_sections_show_numbers_verdicts_anchors_caveats_commands(page):
     # C7 neuron examples: the trigger token highlighted, promoted tokens with their leading space visible
     assert '<li>The king of <mark>France</mark> said <span class="note">(activations 4.21)</span></li>' in text
     assert "Enter <mark>KING</mark> HENRY" in text
+    assert "<li>Christopher Columbus sailed across the Atlantic in the year</li>" in text  # a sentence, not a chip
     assert '<code class="tok">␣Paris</code>' in text and '<code class="tok">⏎</code>' in text
     # the failure is listed and the environment of the run is shown
     assert "RuntimeError: shape mismatch in blocks.3.attn.hook_z" in text

@@ -15,6 +15,7 @@ from ffnlab.report.html import esc, pre_json, table
 
 _MARKED = re.compile(r"\[\[(.*?)\]\]|⟦(.*?)⟧", re.S)
 _CONTEXT_KEYS = ("context", "trigger", "prefix", "example")
+_CHIP_CHARS = 24  # longer strings are sentences, not tokens
 
 
 def render(extra: dict[str, Any]) -> str:
@@ -49,7 +50,9 @@ def _list(key: str, items: list, level: int) -> str:
     if all(isinstance(x, str) for x in items):
         if _is_context_key(key) or any(_MARKED.search(x) for x in items):
             return "<ol class=\"contexts\">" + "".join(f"<li>{_context(x)}</li>" for x in items) + "</ol>"
-        return _chips(items)
+        if max(len(x) for x in items) <= _CHIP_CHARS:
+            return _chips(items)
+        return '<ul class="texts">' + "".join(f"<li>{_show(x)}</li>" for x in items) + "</ul>"
     if all(_is_scalar(x) for x in items):
         return f"<p>{esc(', '.join(fmt.num(x) for x in items))}</p>"
     if all(isinstance(x, list) and all(_is_scalar(y) for y in x) for x in items):

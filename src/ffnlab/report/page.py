@@ -76,7 +76,9 @@ ol.contexts{margin:.2rem 0;padding-left:1.4rem;font-size:.9rem;overflow-wrap:any
 mark{background:#ffe08a;padding:0 .1rem;border-radius:2px}
 .ws{color:var(--muted)}
 .chips{display:flex;flex-wrap:wrap;gap:.25rem;margin:.25rem 0}
-code.tok{background:var(--soft);border:1px solid var(--line);border-radius:4px;padding:0 .3rem;white-space:pre}
+code.tok{background:var(--soft);border:1px solid var(--line);border-radius:4px;padding:0 .3rem;
+ white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%}
+ul.texts{margin:.2rem 0;padding-left:1.2rem;font-size:.9rem;overflow-wrap:anywhere}
 footer{color:var(--muted);font-size:.85rem;margin-top:3rem;border-top:1px solid var(--line);padding-top:.75rem}
 @media (max-width:600px){
  body{font-size:15px}
