@@ -78,7 +78,7 @@ def test_sections_show_numbers_verdicts_anchors_caveats_commands(page):
     assert "0.029 [0.022, 0.036]" in text  # an interval without per-seed values (bootstrap) is shown
     assert "109,482,240" in text  # C5 accounting table, integers with separators
     # C7 neuron examples: the trigger token highlighted, promoted tokens with their leading space visible
-    assert '<li>The king of <mark>France</mark> said <span class="note">(activations 4.21)</span></li>' in text
+    assert '<li>The king of <mark>France</mark> said <span class="note">(activation 4.21)</span></li>' in text
     assert "Enter <mark>KING</mark> HENRY" in text
     assert "<li>Christopher Columbus sailed across the Atlantic in the year</li>" in text  # a sentence, not a chip
     assert '<code class="tok">␣Paris</code>' in text and '<code class="tok">⏎</code>' in text

@@ -86,7 +86,7 @@ def _card(x: dict) -> str:
         if (k, v) in scalars or k in beside:
             continue
         if isinstance(v, list) and _is_context_key(k):
-            notes = [" ".join(f"{_title(b).lower()} {fmt.num(vals[j])}" for b, vals in beside.items())
+            notes = [" ".join(f"{_title(b).lower().removesuffix('s')} {fmt.num(vals[j])}" for b, vals in beside.items())
                      for j in range(len(v))]
             body.append(f'<div class="key">{esc(_title(k))}</div><ol class="contexts">'
                         + "".join(f'<li>{_context(c)}{_note(n)}</li>' for c, n in zip(v, notes)) + "</ol>")

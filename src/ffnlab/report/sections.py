@@ -9,6 +9,8 @@ from ffnlab.report.html import badge, esc, pre_json, slug, table
 from ffnlab.report.load import Failure, StoredStudy
 from ffnlab.results import Result
 
+LONG_TABLE = 12  # rows; longer tables start folded
+
 
 def result_id(r: Result) -> str:
     return slug("exp", r.name)
@@ -58,7 +60,12 @@ def _result(r: Result) -> str:
         out.append(f'<figure id="{fig_id}" class="fig"><figcaption><strong>{esc(s.title)}.</strong>{note}'
                    f"</figcaption>{figures.svg(s, fig_id)}</figure>")
     for t in r.tables:
-        out.append(f"<h4>{esc(t.title)}</h4>" + table(t.columns, t.rows, note=t.note))
+        body = table(t.columns, t.rows, note=t.note)
+        if len(t.rows) > LONG_TABLE:  # e.g. one row per layer: the figures carry the shape, the table the detail
+            out.append(f'<details class="table"><summary><strong>{esc(t.title)}</strong> ({len(t.rows)} rows)'
+                       f"</summary>{body}</details>")
+        else:
+            out.append(f"<h4>{esc(t.title)}</h4>" + body)
     if r.anchors:
         out.append("<h4>Published results beside ours</h4>")
         out.append(table(["source", "published", "ours"], [[a.source, a.published, a.ours] for a in r.anchors]))
