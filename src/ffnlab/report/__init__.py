@@ -29,4 +29,5 @@ def render_report(results: str | Path | None = None, mode: str | None = None, ou
     study = load_study(results, mode)
     path = Path(out) if out else report_path(results)
     atomic_write_text(path, render_page(study))
+    path.chmod(0o644)  # a page to open and share (the atomic write's temporary file is private)
     return path
