@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        import torch
+
+        from ffnlab.threads import default_threads
+
+        torch.set_num_threads(default_threads())
         return int(args._run(args) or 0)
     except FFNLabError as err:
         print(f"ffnlab {args.command}: error: {err}", file=sys.stderr)

@@ -140,7 +140,7 @@ GEVA = "Geva et al. 2021 (16-layer LM, vocab 267k)"
             title="FFN neurons as key-value memories: triggers, values and their agreement")
 def kv_memories(ctx: Context) -> Result:
     n_tokens = 16_384 if ctx.quick else 262_144
-    with few_threads(1):
+    with few_threads():
         opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress)
         tokens = opened.tokens_of(ctx.data, n_tokens)
         promote = tokens[-8 * 64:].view(8, 64)  # 512 positions for the promotion statistics
@@ -204,7 +204,7 @@ def kv_memories(ctx: Context) -> Result:
             title="Causal tracing and knowledge neurons on simple facts")
 def fact_tracing(ctx: Context) -> Result:
     n_trace, n_attr, samples = (8, 4, 3) if ctx.quick else (40, 20, 10)
-    with few_threads(1):
+    with few_threads():
         opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress)
         model = opened.model
         facts = known_facts(model, fact_prompts(opened.encode, shipped_facts()))

@@ -19,6 +19,7 @@ from ffnlab.errors import unknown
 from ffnlab.experiments.registry import Context
 from ffnlab.model import FFNConfig, ModelConfig
 from ffnlab.store import Store
+from ffnlab.threads import default_threads
 from ffnlab.train import TrainConfig, TrainResult, run_hash, train_or_reuse
 
 
@@ -86,11 +87,11 @@ def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name
 
 
 @contextlib.contextmanager
-def few_threads(n: int = 1) -> Iterator[None]:
-    """Run small models on `n` threads: their matmuls are too small to split, and on a
-    shared machine idle threads spin-wait for busy cores (measured here: 25x slower steps)."""
+def few_threads(n: int | None = None) -> Iterator[None]:
+    """Run on `n` threads (default: the cores idle when the process started, see ffnlab.threads):
+    on a shared machine, threads beyond the idle cores wait for busy ones (measured: 25x slower steps)."""
     old = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(n or default_threads())
     try:
         yield
     finally:
