@@ -8,6 +8,8 @@ mask token (for masked-LM training of encoders).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import hashlib
 import json
 from collections.abc import Iterable
@@ -27,15 +29,16 @@ MASK_NAMES = (MASK, "[MASK]", "<mask>")
 EOT_NAMES = (EOT, "</s>", "[SEP]", "<|im_end|>")
 
 
-class Tokenizer:
+class Tokenizer(ABC):
     """A Hugging Face `tokenizers.Tokenizer` or a character table, with the ids training needs."""
 
     def __init__(self, kind: str, vocab_size: int, fingerprint: str, eot_id: int, mask_id: int | None):
         self.kind, self.vocab_size, self.fingerprint = kind, vocab_size, fingerprint
         self.eot_id, self.mask_id = eot_id, mask_id
 
+    @abstractmethod
     def encode(self, text: str) -> np.ndarray:
-        raise NotImplementedError
+        """Token ids of one text."""
 
     def encode_documents(self, texts: Iterable[str]) -> np.ndarray:
         """All documents, each followed by the end-of-text token, as one 1-D int64 array."""
@@ -47,8 +50,9 @@ class Tokenizer:
     def _encode_many(self, texts: list[str]) -> list[np.ndarray]:
         return [self.encode(t) for t in texts]
 
+    @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
-        raise NotImplementedError
+        """The text of token ids."""
 
 
 class HFTokenizerWrapper(Tokenizer):

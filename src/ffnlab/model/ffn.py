@@ -9,6 +9,7 @@ the tests iterate `FFN_KINDS`.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -44,12 +45,8 @@ ACT_FNS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-class FFN(nn.Module):
-    """Base: `out = down(act(pre(x)))` with hook points around each step.
-
-    Subclasses define `pre` (x -> (B, T, F)), `act` ((pre, x) -> (B, T, F)) and `down`
-    ((B, T, F) -> (B, T, D)); the few that need more (MoE) override `forward`.
-    """
+class FFN(nn.Module, ABC):
+    """The contract: (B, T, D) -> (B, T, D), the four hook points, value vectors, an optional aux loss."""
 
     kind: str = "?"
 
@@ -58,32 +55,39 @@ class FFN(nn.Module):
         self.d_model, self.d_ff = d_model, d_ff
         self.hook_in, self.hook_pre, self.hook_post, self.hook_out = (HookPoint() for _ in range(4))
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T, D)
-        x = self.hook_in(x)
-        pre = self.hook_pre(self.pre(x))  # (B, T, F)
-        post = self.hook_post(self.act(pre, x))  # (B, T, F)
-        return self.hook_out(self.down(post))
-
-    def pre(self, x: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define pre()")
-
-    def act(self, pre: Tensor, x: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define act()")
-
-    def down(self, post: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define down()")
-
+    @abstractmethod
     def values(self) -> Tensor:
         """Value vectors (F, D): neuron i adds post[i] * values()[i] to the stream (plus a bias)."""
-        raise NotImplementedError(f"{type(self).__name__} must define values()")
 
     def aux_loss(self) -> Tensor | None:
         """An auxiliary training loss from the last forward (MoE load balancing), else None."""
         return None
 
 
+class DenseFFN(FFN):
+    """`out = down(act(pre(x)))` with hook points around each step (every variant but MoE)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, T, D)
+        x = self.hook_in(x)
+        pre = self.hook_pre(self.pre(x))  # (B, T, F)
+        post = self.hook_post(self.act(pre, x))  # (B, T, F)
+        return self.hook_out(self.down(post))
+
+    @abstractmethod
+    def pre(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> hidden pre-activation (B, T, F); the gate's for gated FFNs."""
+
+    @abstractmethod
+    def act(self, pre: Tensor, x: Tensor) -> Tensor:
+        """Neuron activations (B, T, F) from the pre-activation (and the input, for gating)."""
+
+    @abstractmethod
+    def down(self, post: Tensor) -> Tensor:
+        """(B, T, F) -> (B, T, D)."""
+
+
 @register("none")
-class NoFFN(FFN):
+class NoFFN(DenseFFN):
     """No FFN: the block's FFN sub-layer adds nothing (F = 0)."""
 
     def __init__(self, d_model: int, d_ff: int = 0, **_: object):
@@ -103,7 +107,7 @@ class NoFFN(FFN):
 
 
 @register("mlp")
-class MLP(FFN):
+class MLP(DenseFFN):
     """`W_out act(W_in x)` (Vaswani et al. 2017) with relu, gelu, silu or relu2."""
 
     def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", bias: bool = True):
@@ -134,7 +138,7 @@ class LinearFFN(MLP):
         super().__init__(d_model, d_ff, activation="identity", bias=bias)
 
 
-class GatedFFN(FFN):
+class GatedFFN(DenseFFN):
     """`W_down (act(W_gate x) * W_up x)`: the gated family of Shazeer 2020."""
 
     gate_activation = "identity"
@@ -172,7 +176,7 @@ SwiGLU = _gated("swiglu", "silu", "SwiGLU: SiLU (Swish) gate, as in Llama.")
 
 
 @register("lowrank")
-class LowRankFFN(FFN):
+class LowRankFFN(DenseFFN):
     """An MLP whose two projections are each factorised through rank r: W = B A."""
 
     def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", bias: bool = True,
@@ -199,19 +203,19 @@ class LowRankFFN(FFN):
 
 
 @register("shared")
-class SharedFFN(FFN):
+class SharedFFN(DenseFFN):
     """One FFN whose weights every layer uses (Pires et al. 2023, "One Wide FFN").
 
     Each layer gets its own `SharedFFN` with its own hook points; the weights live in one
     `core` module owned by the model (held here without registering it twice).
     """
 
-    def __init__(self, d_model: int, d_ff: int, core: FFN):
+    def __init__(self, d_model: int, d_ff: int, core: DenseFFN):
         super().__init__(d_model, d_ff)
         self._core = (core,)  # a tuple, so that the core's parameters are counted once
 
     @property
-    def core(self) -> FFN:
+    def core(self) -> DenseFFN:
         return self._core[0]
 
     def pre(self, x: Tensor) -> Tensor:
@@ -228,7 +232,7 @@ class SharedFFN(FFN):
 
 
 def build_basic(kind: str, d_model: int, d_ff: int, activation: str, bias: bool,
-                rank: int | None = None) -> FFN:
+                rank: int | None = None) -> DenseFFN:
     """An FFN of a kind that needs nothing but its width (everything but shared and moe)."""
     cls = FFN_KINDS[kind]
     if kind == "lowrank":

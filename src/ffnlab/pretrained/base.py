@@ -16,6 +16,7 @@ where each named activation lives, so that every analysis that runs on ffnlab's 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from ffnlab.model.hooks import HookSite, capture
 from ffnlab.pretrained.sites import EagerSwitch, PatternSite
 
 
-class PretrainedModel(nn.Module):
+class PretrainedModel(nn.Module, ABC):
     """Base adapter: subclasses map one HF architecture onto ffnlab's hook names."""
 
     architecture = "?"
@@ -40,29 +41,32 @@ class PretrainedModel(nn.Module):
         self._eager = EagerSwitch(hf.config)
 
     # -- what subclasses define ------------------------------------------------------------
+    @abstractmethod
     def layers(self) -> list[nn.Module]:
-        raise NotImplementedError
+        """The HF transformer blocks, in order."""
 
+    @abstractmethod
     def layer_sites(self, i: int, layer: nn.Module) -> dict[str, HookSite]:
         """Sites of block i, by name without the `blocks.{i}.` prefix."""
-        raise NotImplementedError
 
+    @abstractmethod
     def global_sites(self) -> dict[str, HookSite]:
         """`hook_embed` and `hook_final`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def ffn_weights(self, layer: int) -> dict[str, Tensor]:
         """The FFN's projections as (out, in) matrices and their biases: in or gate/up, down."""
-        raise NotImplementedError
 
     def unembed(self, resid: Tensor) -> Tensor:
         raise FFNLabError(f"{self.meta.get('name', self.architecture)} has no head to unembed with")
 
+    @abstractmethod
     def _logits(self, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
-        raise NotImplementedError
+        """The HF model's output for `tokens`: logits (B, T, V), or hidden states without a head."""
 
+    @abstractmethod
     def param_component(self, name: str) -> str:
-        raise NotImplementedError
+        """Which accounting component a parameter belongs to."""
 
     # -- the contract ----------------------------------------------------------------------
     @property
