@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from ffnlab.commands._options import add_run_options
+
 NAME = "run"
 HELP = "run one experiment by name (see `ffnlab experiments`) and print its verdict and key numbers"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="experiment name, e.g. rank-collapse")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="small models and few seeds (default)")
-    mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="larger models, >= 3 seeds")
-    parser.set_defaults(mode="quick")
+    add_run_options(parser)
     parser.add_argument("--seeds", type=int, metavar="N", help="number of seeds (default: the experiment's)")
-    parser.add_argument("--data", metavar="PATH", help="corpus: a text file, directory or glob (default: Shakespeare)")
-    parser.add_argument("--results", metavar="DIR", help="results directory (default: $FFNLAB_RESULTS or ./results)")
     parser.add_argument("--rerun", action="store_true", help="recompute even if a stored result matches "
                                                               "(finished training runs are still reused)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def summary(result) -> str:

@@ -5,22 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ffnlab.commands._options import add_run_options
+
 NAME = "study"
 HELP = "run all registered experiments (quick or full), record failures, and render results/report/index.html"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="small models and few seeds, minutes on a laptop (default)")
-    mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="the long version: larger models, more seeds")
-    parser.set_defaults(mode="quick")
-    parser.add_argument("--results", metavar="DIR", help="results directory (default: $FFNLAB_RESULTS or ./results)")
-    parser.add_argument("--data", metavar="PATH", help="corpus: a text file, directory or glob (default: Shakespeare)")
+    add_run_options(parser)
     parser.add_argument("--only", metavar="NAME", action="append",
                         help="run only this experiment (repeatable); the report still shows all stored results")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
