@@ -8,6 +8,7 @@ User errors (`FFNLabError`) print one line and exit 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import importlib
 import pkgutil
 import sys
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except FFNLabError as err:
         print(f"ffnlab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
+        sys.stdout = open(os.devnull, "w")  # why: Python's own flush at exit would raise again
+        return 0
     except KeyboardInterrupt:
         print(f"ffnlab {args.command}: interrupted; finished work is kept", file=sys.stderr)
         return 130
