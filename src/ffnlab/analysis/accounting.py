@@ -58,14 +58,10 @@ class Accounting:
         return rows
 
 
-def _unique_params(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    return list(model.named_parameters())  # named_parameters skips tied duplicates
-
-
 def account(model: nn.Module) -> Accounting:
     """Parameters of `model` per component (`model.param_component(name)`)."""
     out: dict[str, int] = {}
-    for name, p in _unique_params(model):
+    for name, p in model.named_parameters():  # tied weights are listed once
         c = model.param_component(name)
         out[c] = out.get(c, 0) + p.numel()
     return Accounting(out)
@@ -97,7 +93,7 @@ def _ffn_active_weights(ffn: nn.Module) -> int:
 
 
 def _matmul_weights(model: nn.Module, component: str) -> int:
-    return sum(p.numel() for name, p in _unique_params(model)
+    return sum(p.numel() for name, p in model.named_parameters()
                if p.dim() == 2 and model.param_component(name) == component)
 
 

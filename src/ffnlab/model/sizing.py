@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import torch
 
-from ffnlab.errors import FFNLabError
 from ffnlab.model.config import FFNConfig, ModelConfig
 
 
@@ -69,6 +68,4 @@ def match_width(cfg: ModelConfig, target: int) -> ModelConfig:
     """`cfg` with d_model (a multiple of n_heads, even per head) closest to `target` parameters."""
     step = cfg.n_heads * 2
     units = _closest(1, 4096 // step + 1, lambda u: count_params(cfg.replace(d_model=u * step)), target)
-    if count_params(cfg.replace(d_model=units * step)) <= 0:
-        raise FFNLabError("no width matches the parameter target")
     return cfg.replace(d_model=units * step)
