@@ -5,7 +5,7 @@ import textwrap
 import pytest
 import torch
 
-from ffnlab.analysis.neurons import NeuronStats, StatsConfig, neuron_stats
+from ffnlab.analysis.neurons import LayerStats, NeuronStats, StatsConfig, neuron_stats
 from ffnlab.errors import FFNLabError
 from ffnlab.model import FFNConfig, Transformer, capture, preset
 
@@ -51,6 +51,22 @@ def test_streaming_equals_exact_over_a_full_capture(kind):
         assert (q - exact).abs().max() <= width + 1e-6
     if kind == "swiglu":  # gated coefficients are signed: the top-k keeps negative values
         assert any((layer.top_values < 0).any() for layer in stats.layers)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_top_k_merge_is_exact_with_many_ties_and_signs(batch):
+    """LayerStats alone, many batches of coarse signed values (ties everywhere): the kept
+    |values| equal the exact top-k, sorted descending, and every index holds its value."""
+    gen = torch.Generator().manual_seed(0)
+    acts = (torch.randn(900, 40, generator=gen) * 4).round() * torch.rand(40, generator=gen)
+    acts[:, 0] = 0.0  # a dead neuron: nothing ever beats its k-th best
+    stats = LayerStats(40, StatsConfig(k=9))
+    for start in range(0, len(acts), batch):
+        stats.update(acts[start:start + batch], torch.arange(start, min(start + batch, len(acts))))
+    exact = acts.abs().topk(9, dim=0).values.T
+    assert torch.equal(stats.top_values.abs(), exact)
+    assert torch.equal(stats.top_values, acts.gather(0, stats.top_index.T).T)
+    assert all(len(set(row.tolist())) == 9 for row in stats.top_index)
 
 
 def test_state_size_does_not_grow_with_tokens():

@@ -95,32 +95,51 @@ class LayerStats:
             span = float(acts.abs().max()) * self.cfg.range_mult or 1.0
             self.edges = torch.linspace(-span, span, self.cfg.bins + 1)
         lo, hi, nb = float(self.edges[0]), float(self.edges[-1]), self.cfg.bins
-        bins = (acts - lo).mul_(nb / (hi - lo)).clamp_(0, nb - 1).long()  # (N, F)
-        bins += torch.arange(self.n_neurons) * nb
+        # int32 bin ids: half the memory traffic of int64, twice as fast (F x bins < 2^31)
+        bins = (acts - lo).mul_(nb / (hi - lo)).clamp_(0, nb - 1).to(torch.int32)  # (N, F)
+        bins += torch.arange(self.n_neurons, dtype=torch.int32) * nb
         self.hist += torch.bincount(bins.view(-1), minlength=self.n_neurons * nb).view_as(self.hist)
 
     def _merge_top(self, acts: Tensor, index: Tensor) -> None:
-        """Merge the batch's top-k by |activation| into the state's (F, k)."""
+        """Merge the batch's top-k by |activation| into the state's (F, k), sorted by |value| descending."""
         absa = acts.abs()
-        cols = None
-        if self.top_values.shape[1] == self.k:
-            # why: once the state is full, only neurons with a value above their k-th best can
-            # change; skipping the others makes the (dominant) top-k cost shrink as N grows
-            hit = (absa > self.top_values[:, -1].abs()).any(0)
-            cols = hit.nonzero().squeeze(1)
-            if cols.numel() == 0:
-                return
-            absa, acts = absa[:, cols], acts[:, cols]
-        _, rows = absa.topk(min(self.k, acts.shape[0]), dim=0)  # (k_b, F')
-        old_val = self.top_values if cols is None else self.top_values[cols]
-        old_idx = self.top_index if cols is None else self.top_index[cols]
-        cand_val = torch.cat([old_val, acts.gather(0, rows).T], dim=1)  # (F', k + k_b)
-        cand_idx = torch.cat([old_idx, index[rows].T], dim=1)
-        keep = cand_val.abs().topk(min(self.k, cand_val.shape[1]), dim=1).indices  # sorted, descending
-        if cols is None:
+        if self.top_values.shape[1] < self.k:  # the first batch(es): a plain top-k per neuron
+            _, rows = absa.topk(min(self.k, acts.shape[0]), dim=0)  # (k_b, F)
+            cand_val = torch.cat([self.top_values, acts.gather(0, rows).T], dim=1)
+            cand_idx = torch.cat([self.top_index, index[rows].T], dim=1)
+            keep = cand_val.abs().topk(min(self.k, cand_val.shape[1]), dim=1).indices
             self.top_values, self.top_index = cand_val.gather(1, keep), cand_idx.gather(1, keep)
-        else:
-            self.top_values[cols], self.top_index[cols] = cand_val.gather(1, keep), cand_idx.gather(1, keep)
+            return
+        # why: a per-neuron top-k over the batch is ~20 ms per layer on one core, most of it
+        # per-column overhead; once the state is full only activations above a neuron's k-th
+        # best can enter (on average k x batch / tokens seen of them), so find those, sort
+        # them, and merge two sorted lists per neuron (measured: 21 ms on the second batch,
+        # 12 ms from the fifth on, and falling as N grows)
+        row, col = (absa > self.top_values[:, -1].abs()).nonzero(as_tuple=True)
+        if row.numel() == 0:
+            return
+        val, idx = acts[row, col], index[row]
+        order = (col.double() + 1.0 / (1.0 + val.abs().double())).argsort()  # by neuron, then |value| desc
+        col, val, idx = col[order], val[order], idx[order]
+        cols, counts = torch.unique_consecutive(col, return_counts=True)
+        slot = torch.repeat_interleave(torch.arange(len(cols)), counts)
+        rank = torch.arange(len(col)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        m = int(counts.max())
+        new_key = torch.full((len(cols), m), float("inf"))  # -|value|, ascending; padding sorts last
+        new_key[slot, rank] = -val.abs()
+        old_val, old_idx = self.top_values[cols], self.top_index[cols]
+        old_key = -old_val.abs()
+        # final rank of each element in the merged list (ties: the kept, earlier token first)
+        pos_new = torch.searchsorted(old_key, new_key, right=True) + torch.arange(m)
+        pos_old = torch.searchsorted(new_key, old_key) + torch.arange(self.k)
+        out_val, out_idx = torch.empty_like(old_val), torch.empty_like(old_idx)
+        keep = pos_old < self.k
+        r_old = torch.arange(len(cols))[:, None].expand_as(pos_old)
+        out_val[r_old[keep], pos_old[keep]], out_idx[r_old[keep], pos_old[keep]] = old_val[keep], old_idx[keep]
+        p = pos_new[slot, rank]
+        keep = p < self.k
+        out_val[slot[keep], p[keep]], out_idx[slot[keep], p[keep]] = val[keep], idx[keep]
+        self.top_values[cols], self.top_index[cols] = out_val, out_idx
 
     @property
     def var(self) -> Tensor:
