@@ -1,6 +1,7 @@
 import torch
 
-from ffnlab.analysis.memories import agreement, promotion, sub_updates, value_logits, value_tokens
+from ffnlab.analysis.memories import (agreement, layer_value_tokens, promotion, sub_updates, value_logits,
+                                     value_tokens)
 from ffnlab.analysis.neurons import LayerStats, NeuronStats, StatsConfig, neuron_stats
 from ffnlab.model import FFNConfig, Transformer, capture, preset
 
@@ -34,6 +35,18 @@ def test_values_project_to_the_token_they_were_set_to():
     # a negative coefficient promotes the value's most suppressed token
     sign = torch.tensor([1.0, -1.0] * 32)
     assert vt.promoted(sign)[1].tolist() == vt.bottom[1].tolist()
+
+
+def test_chunked_value_tokens_equal_the_whole_projection():
+    model = orthogonal_model()
+    set_values(model, 1, torch.randint(V, (64,), generator=torch.Generator().manual_seed(4)).tolist(), scale=0.7)
+    whole = value_tokens(value_logits(model, 1), k=6)
+    chunked = layer_value_tokens(model, 1, k=6, chunk=7)  # 64 neurons in uneven chunks
+    # chunk sizes change the BLAS kernel, so scores agree to rounding and the tokens exactly
+    assert torch.equal(whole.top, chunked.top) and torch.equal(whole.bottom, chunked.bottom)
+    assert torch.allclose(whole.top_scores, chunked.top_scores, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(whole.bottom_scores, chunked.bottom_scores, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(value_logits(model, 1, [5, 9]), value_logits(model, 1)[[5, 9]], rtol=1e-5, atol=1e-5)
 
 
 def hand_stats(targets: list[int], seq_len: int = 4) -> NeuronStats:

@@ -1,6 +1,7 @@
 """FFN neurons as key-value memories, read in the vocabulary (Geva et al. 2021; 2022).
 
     value_logits        every value vector of a layer projected to the vocabulary (F, V)
+    layer_value_tokens  each neuron's top promoted and suppressed tokens, without holding (F, V)
     value_tokens        each neuron's top promoted and suppressed tokens
     agreement           Geva et al. 2021 §4: does the value's top token equal the next token
                         of the key's top trigger? vs 1/V, a unigram baseline and shuffled pairs;
@@ -16,6 +17,7 @@ negative coefficient (gated FFNs) adds -|m| v, so its projection is read with th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,9 +28,11 @@ from ffnlab.model.hooks import Hooked, capture
 
 
 @torch.no_grad()
-def value_logits(model: Hooked, layer: int, chunk: int = 512) -> Tensor:
-    """The vocabulary projection of each of layer `layer`'s value vectors: (F, V) float32."""
+def value_logits(model: Hooked, layer: int, neurons: Sequence[int] | Tensor | None = None, chunk: int = 512) -> Tensor:
+    """The vocabulary projection of layer `layer`'s value vectors (all, or `neurons`): (F, V) float32."""
     values = model.ffn_values(layer)  # (F, D)
+    if neurons is not None:
+        values = values[torch.as_tensor(neurons, dtype=torch.long)]
     out = [model.unembed(values[i:i + chunk][None]).float()[0] for i in range(0, values.shape[0], chunk)]
     return torch.cat(out)
 
@@ -49,8 +53,20 @@ class ValueTokens:
 
 def value_tokens(logits: Tensor, k: int = 10) -> ValueTokens:
     top = logits.topk(k, dim=1)
-    bottom = (-logits).topk(k, dim=1)
-    return ValueTokens(top.indices, top.values, bottom.indices, -bottom.values)
+    bottom = logits.topk(k, dim=1, largest=False)
+    return ValueTokens(top.indices, top.values, bottom.indices, bottom.values)
+
+
+@torch.no_grad()
+def layer_value_tokens(model: Hooked, layer: int, k: int = 10, chunk: int = 512) -> ValueTokens:
+    """`value_tokens` of every neuron of a layer, a chunk at a time: the (F, V) logits are never
+    held whole (SmolLM2: 300 MB a layer, and concatenating them cost more than projecting)."""
+    values = model.ffn_values(layer)
+    parts = []
+    for i in range(0, values.shape[0], chunk):
+        vt = value_tokens(model.unembed(values[i:i + chunk][None])[0].float(), k)
+        parts.append((vt.top, vt.top_scores, vt.bottom, vt.bottom_scores))
+    return ValueTokens(*(torch.cat(p) for p in zip(*parts)))
 
 
 @dataclass

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     print("top trigger contexts (activation, context):")
     for v, i in zip(layer.top_values[args.index, : args.n].tolist(), layer.top_index[args.index, : args.n].tolist()):
         print(f"  {v:+8.3f}  {mark(opened, stats, int(i), style=style)}")
-    vt = value_tokens(value_logits(opened.model, args.layer)[args.index: args.index + 1], k=10)
+    vt = value_tokens(value_logits(opened.model, args.layer, [args.index]), k=10)
     sign = torch.sign(layer.top_values[args.index, :1])
     print("value promotes (when it fires as above):", " | ".join(repr(opened.decode([t]))
                                                                   for t in vt.promoted(sign)[0].tolist()))

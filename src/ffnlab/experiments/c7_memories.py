@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ffnlab.analysis.attribution import attribute, neuron_effects, top_neurons
-from ffnlab.analysis.memories import agreement, promotion, value_logits, value_tokens
+from ffnlab.analysis.memories import agreement, layer_value_tokens, promotion, value_logits, value_tokens
 from ffnlab.analysis.neurons import NeuronStats, StatsConfig, neuron_stats
 from ffnlab.analysis.tracing import (POSITION_GROUPS, embedding_std, fact_prompts, known_facts, position_group,
                                      shipped_facts, trace)
@@ -107,18 +107,20 @@ def memories(opened: Opened, tokens: Tensor, out: str | Path, cfg: StatsConfig =
         stats = resume
     rows, promo = [], []
     for layer in range(opened.model.n_layers):
-        logits = value_logits(opened.model, layer)
-        a = agreement(stats, layer, value_tokens(logits), opened.model.causal, opened.vocab_size)
-        rows.append(a)
-        if promote_tokens is not None:
+        if promote_tokens is None:
+            vt = layer_value_tokens(opened.model, layer)
+        else:
+            logits = value_logits(opened.model, layer)
+            vt = value_tokens(logits)
             promo.append(promotion(opened.model, promote_tokens, layer, logits))
+        rows.append(agreement(stats, layer, vt, opened.model.causal, opened.vocab_size))
     return {"stats": stats, "agreement": rows, "promotion": promo}
 
 
 def neuron_examples(opened: Opened, stats: NeuronStats, picks: list[tuple[int, int]], n: int = 5) -> list[dict]:
     out = []
     for layer, i in picks:
-        vt = value_tokens(value_logits(opened.model, layer)[i:i + 1], k=8)
+        vt = value_tokens(value_logits(opened.model, layer, [i]), k=8)
         sign = torch.sign(stats.layers[layer].top_values[i, :1])
         out.append({"layer": layer, "neuron": i,
                     "triggers": [mark(opened, stats, int(j)) for j in stats.layers[layer].top_index[i, :n]],
