@@ -111,8 +111,8 @@ def position_wise(ctx: Context) -> Result:
     trials = 8
     with few_threads():
         for seed, k in progress_bar(jobs, ctx, "C1 position-wise"):
-            cfg = ModelConfig(vocab_size=task.vocab_size, d_model=d, n_layers=2, n_heads=2, max_seq_len=max(64, s.seq_len),
-                              ffn=specs[k])
+            cfg = ModelConfig(vocab_size=task.vocab_size, d_model=d, n_layers=2, n_heads=2,
+                              max_seq_len=max(64, s.seq_len), ffn=specs[k])
             run = fit(ctx, cfg, train_config(ctx, seed, steps=steps, warmup=1), task, f"c1 {k} s{seed}")
             x = task.batch("val", 3000, 4, s.seq_len, seed)[0]
             # an early position of the first sequence: whether a capacity-limited expert still has room
