@@ -205,9 +205,9 @@ def kv_memories(ctx: Context) -> Result:
 @experiment("c7-fact-tracing", claim="C7", version=1, order=71,
             title="Causal tracing and knowledge neurons on simple facts")
 def fact_tracing(ctx: Context) -> Result:
-    # full: every position of 12 facts (~45 s a fact on one core: 3 kinds x 30 layers x ~10 positions x 3
+    # full: every position of 24 facts (~45 s a fact on one core: 3 kinds x 30 layers x ~10 positions x 3
     # samples of forward passes); ROME traced 1000 facts on a GPU
-    n_trace, n_attr, samples = (8, 4, 3) if ctx.quick else (12, 12, 3)
+    n_trace, n_attr, samples = (8, 4, 3) if ctx.quick else (24, 12, 3)
     with few_threads():
         opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress)
         model = opened.model
