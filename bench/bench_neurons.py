@@ -6,7 +6,10 @@ Same model (SmolLM2-135M, bf16 autocast, one thread), same tokens, three ways:
 - ffn-cache: cache only the FFN activations of every token (TransformerLens'
   `run_with_cache(names_filter=...)`), then an exact top-k, mean and variance;
 - all-cache: cache every hook point (`run_with_cache()` without a filter: residuals, attention
-  patterns, so eager attention, FFN in/out ...), then the same.
+  patterns, so eager attention, FFN in/out ...), then the same;
+- tl-defaults: all-cache in float32, TransformerLens' default dtype (a different precision: a
+  reference for what users get out of the box, not an equal-precision comparison). It also
+  gives the float32 top-k that the bf16 streaming top-k is checked against (overlap).
 
 Each (method, N) runs in a fresh subprocess with glibc's mmap threshold pinned (so freed
 buffers go back to the OS and RSS measures what is held), and reports tokens/s and the
@@ -29,10 +32,11 @@ import torch
 MODEL = "smollm2"
 SEQ_LEN, BATCH, K = 128, 8, 25
 TARGET_SPEEDUP = 3.0
-METHODS = ("streaming", "ffn-cache", "all-cache")
+METHODS = ("streaming", "ffn-cache", "all-cache", "tl-defaults")
 
 
-def cached_stats(model, tokens: torch.Tensor, names: list[str]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def cached_stats(model, tokens: torch.Tensor, names: list[str],
+                 bf16: bool = True) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Cache `names` for every token (a full forward), then each layer's exact top-k, mean and variance."""
     from ffnlab.model.hooks import capture
 
@@ -40,7 +44,7 @@ def cached_stats(model, tokens: torch.Tensor, names: list[str]) -> list[tuple[to
     batches = tokens[: len(tokens) // SEQ_LEN * SEQ_LEN].view(-1, SEQ_LEN)
     with torch.inference_mode(), capture(model, names) as cache:
         for start in range(0, len(batches), BATCH):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 model(batches[start:start + BATCH])
         out = []
         for name in post:
@@ -80,34 +84,42 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def child(method: str, n: int) -> None:
-    """Run one method in this (fresh) process; print seconds and peak RSS growth as JSON."""
+def child(method: str, n: int, save: str | None = None) -> None:
+    """Run one method in this (fresh) process; print seconds and peak RSS growth as JSON, and
+    write the top-k indices (layers, F, K) to `save` (.npy) if given."""
     from ffnlab.analysis.neurons import StatsConfig, neuron_stats
     from ffnlab.experiments.c7_memories import open_model
 
     torch.set_num_threads(1)
     opened = open_model(MODEL, progress=False)
     model, tokens = opened.model, opened.tokens_of(None, n)
+    if method == "tl-defaults":
+        model.float()
     warm = tokens[:SEQ_LEN].view(1, SEQ_LEN)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(warm)
     names = {"ffn-cache": [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)],
-             "all-cache": list(model.hook_sites())}.get(method)
+             "all-cache": list(model.hook_sites()), "tl-defaults": list(model.hook_sites())}.get(method)
     with _RSSPeak() as rss:
         t0 = time.perf_counter()
         if method == "streaming":
-            state = neuron_stats(model, tokens, SEQ_LEN, BATCH, StatsConfig(k=K), progress=False).state_bytes()
+            stats = neuron_stats(model, tokens, SEQ_LEN, BATCH, StatsConfig(k=K), progress=False)
+            state, top = stats.state_bytes(), [layer.top_index for layer in stats.layers]
         else:
-            cached_stats(model, tokens, names)
-            state = None
+            out = cached_stats(model, tokens, names, bf16=method != "tl-defaults")
+            state, top = None, [t.T for t, _, _ in out]
         seconds = time.perf_counter() - t0
+    if save:
+        import numpy as np
+
+        np.save(save, torch.stack(top).numpy().astype(np.int32))
     print(json.dumps({"seconds": seconds, "rss_growth": rss.growth, "state_bytes": state,
                       "tokens": len(tokens) // SEQ_LEN * SEQ_LEN}))
 
 
-def _spawn(method: str, n: int) -> dict:
+def _spawn(method: str, n: int, save: str | None = None) -> dict:
     root = Path(__file__).resolve().parents[1]
-    code = f"from bench.bench_neurons import child; child({method!r}, {n})"
+    code = f"from bench.bench_neurons import child; child({method!r}, {n}, {save!r})"
     # why: a pinned mmap threshold stops glibc from keeping freed batch buffers in a fragmented
     # heap, which made RSS growth vary by a GB between identical runs
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
@@ -117,40 +129,59 @@ def _spawn(method: str, n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _median_run(method: str, n: int, repeats: int) -> dict:
-    runs = [_spawn(method, n) for _ in range(repeats)]
+def _median_run(method: str, n: int, repeats: int, save: str | None = None) -> dict:
+    runs = [_spawn(method, n, save if i == 0 else None) for i in range(repeats)]
     return {"tokens": runs[0]["tokens"], "state_bytes": runs[0]["state_bytes"], "runs": runs,
             "seconds": statistics.median(r["seconds"] for r in runs),
             "rss_growth": statistics.median(r["rss_growth"] for r in runs)}
 
 
+def _overlap(a: str, b: str) -> float:
+    """Mean share of a neuron's top-k token positions found by both runs."""
+    import numpy as np
+
+    x, y = np.load(a), np.load(b)  # (layers, F, K)
+    same = (x[..., :, None] == y[..., None, :]).any(-1)
+    return float(same.mean())
+
+
 def run(quick: bool = True) -> dict:
-    # all-cache holds ~0.5 MB per token: keep it to sizes that fit in RAM
+    import tempfile
+
+    # the caches of every hook point hold ~0.5 MB (bf16) / 1 MB (fp32) per token: sizes that fit in RAM
     sizes, all_cache_max, repeats = ((2048, 8192), 8192, 3) if quick else ((2048, 8192, 32768), 8192, 3)
-    rows, raw = [], {}
-    for n in sizes:
-        raw[n] = {m: _median_run(m, n, repeats) for m in METHODS if m != "all-cache" or n <= all_cache_max}
-        s, f, a = raw[n]["streaming"], raw[n]["ffn-cache"], raw[n].get("all-cache")
-        tok = s["tokens"]
-        rows.append([tok, tok / s["seconds"], tok / f["seconds"], tok / a["seconds"] if a else "-",
-                     f["seconds"] / s["seconds"], a["seconds"] / s["seconds"] if a else "-",
-                     s["rss_growth"] / 2**20, f["rss_growth"] / 2**20, a["rss_growth"] / 2**20 if a else "-",
-                     s["state_bytes"] / 2**20])
-    vs_ffn = [r[4] for r in rows]
-    vs_all = [r[5] for r in rows if r[5] != "-"]
-    stream_mem = [r[6] for r in rows]
-    notes = [f"speed-up vs ffn-cache >= {TARGET_SPEEDUP}x: {'yes' if min(vs_ffn) >= TARGET_SPEEDUP else 'no'} "
-             f"(min {min(vs_ffn):.2f}x); vs all-cache: {'yes' if min(vs_all) >= TARGET_SPEEDUP else 'no'} "
-             f"(min {min(vs_all):.2f}x)",
+    rows, raw, overlap = [], {}, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            saves = {m: f"{tmp}/{m}-{n}.npy" for m in ("streaming", "tl-defaults")}
+            raw[n] = {m: _median_run(m, n, repeats, saves.get(m)) for m in METHODS
+                      if m in ("streaming", "ffn-cache") or n <= all_cache_max}
+            if overlap is None:
+                overlap = _overlap(saves["streaming"], saves["tl-defaults"])
+            base = raw[n]["streaming"]
+            row = [base["tokens"]]
+            row += [base["tokens"] / raw[n][m]["seconds"] if m in raw[n] else "-" for m in METHODS]
+            row += [raw[n][m]["seconds"] / base["seconds"] if m in raw[n] else "-" for m in METHODS[1:]]
+            row += [raw[n][m]["rss_growth"] / 2**20 if m in raw[n] else "-" for m in METHODS]
+            rows.append([*row, base["state_bytes"] / 2**20])
+    speedups = {m: [r[1 + len(METHODS) + i] for r in rows if r[1 + len(METHODS) + i] != "-"]
+                for i, m in enumerate(METHODS[1:])}
+    stream_mem = [r[1 + 2 * len(METHODS) - 1] for r in rows]
+    vs_ffn = speedups["ffn-cache"]
+    notes = [f"speed-up >= {TARGET_SPEEDUP}x at equal precision (vs ffn-cache): "
+             f"{'yes' if min(vs_ffn) >= TARGET_SPEEDUP else 'no'} (min {min(vs_ffn):.2f}x); vs all-cache min "
+             f"{min(speedups['all-cache']):.2f}x; vs TransformerLens defaults (fp32) min "
+             f"{min(speedups['tl-defaults']):.2f}x",
              f"streaming peak RSS growth (median of {repeats}) {stream_mem[0]:.0f} -> {stream_mem[-1]:.0f} MiB "
-             f"over a {sizes[-1] // sizes[0]}x token increase; the caches grow with N"]
+             f"over a {sizes[-1] // sizes[0]}x token increase; the caches grow with N",
+             f"bf16 streaming top-{K} vs float32 exact top-{K} ({sizes[0]} tokens): {100 * overlap:.1f}% of "
+             "trigger positions shared"]
     return {"model": MODEL, "seq_len": SEQ_LEN, "batch": BATCH, "k": K, "repeats": repeats, "raw": raw,
-            "speedups": {"ffn-cache": vs_ffn, "all-cache": vs_all},
+            "speedups": speedups, "topk_overlap_bf16_vs_fp32": overlap,
             "within_target": min(vs_ffn) >= TARGET_SPEEDUP and stream_mem[-1] < stream_mem[0] + 64,
             "notes": notes,
             "tables": [{"title": f"streaming statistics vs activation caches (SmolLM2-135M, 1 thread, "
                                  f"median of {repeats})",
-                        "columns": ["tokens", "streaming tok/s", "ffn-cache tok/s", "all-cache tok/s",
-                                    "vs ffn-cache", "vs all-cache", "streaming peak MiB", "ffn-cache peak MiB",
-                                    "all-cache peak MiB", "state MiB"],
+                        "columns": ["tokens", *[f"{m} tok/s" for m in METHODS], *[f"vs {m}" for m in METHODS[1:]],
+                                    *[f"{m} peak MiB" for m in METHODS], "state MiB"],
                         "rows": rows}]}
