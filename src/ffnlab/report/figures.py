@@ -62,7 +62,7 @@ def svg(series: Series, fig_id: str) -> str:
             _plain_log_ticks(ax.yaxis)
         labelled = [ln for ln in series.lines if ln.label]
         if labelled:
-            fig.legend(loc="outside lower center", ncols=min(3, len(labelled)), frameon=False, fontsize=8)
+            fig.legend(loc="outside lower center", ncols=min(3, len(labelled)), frameon=False, fontsize=9)
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     return _inline(buf.getvalue(), fig_id, series.title)

@@ -58,7 +58,7 @@ caption{text-align:left;color:var(--muted);padding:.25rem 0}
 th,td{border-bottom:1px solid var(--line);padding:.35rem .6rem;text-align:left;vertical-align:top}
 th{background:var(--soft);white-space:nowrap}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-figure.fig{margin:1rem 0 1.5rem}
+figure.fig{margin:1rem 0 1.5rem;overflow-x:auto;-webkit-overflow-scrolling:touch}
 figure.fig svg{display:block;width:100%;max-width:36rem;height:auto}
 figure.fig svg *{stroke-linejoin:round;stroke-linecap:butt}
 figcaption{margin-bottom:.3rem}
@@ -87,6 +87,7 @@ footer{color:var(--muted);font-size:.85rem;margin-top:3rem;border-top:1px solid 
  h2{font-size:1.25rem}
  th,td{padding:.3rem .45rem}
  td{min-width:5.5rem}
+ figure.fig svg{min-width:29rem}
 }
 """
 
