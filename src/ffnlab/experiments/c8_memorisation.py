@@ -121,7 +121,7 @@ def fact_prompt(task: FactTask, i: int) -> FactPrompt:
     return FactPrompt(f"fact {i}", (g.entity, IS, g.attribute, SEP, f.entity, IS), (4, 5), f.attribute)
 
 
-@experiment("memorisation-tracing", claim="C7", version=1, order=81,
+@experiment("memorisation-tracing", claim="C7", version=2, order=81,
             title="Causal tracing of the synthetic facts in ffnlab's own models (C8's model with FFN)")
 def memorisation_tracing(ctx: Context) -> Result:
     s = size(ctx)
@@ -160,6 +160,16 @@ def memorisation_tracing(ctx: Context) -> Result:
         verdict, reason = decide(TRACE_CRITERION, est[0], requirements=[
             (min(known_n) >= MIN_KNOWN, f"every seed's model answers at least {MIN_KNOWN} of its "
                                         f"{len(most_seen)} most-seen facts (fewest: {min(known_n)})")])
+    caveats = []
+    chance = 1 / facts.n_attributes
+    if sum(known_n) / (len(known_n) * len(most_seen)) < 3 * chance:
+        caveats.append(f"The model answers its most-seen facts near chance ({sum(known_n)} of "
+                       f"{len(known_n) * len(most_seen)}, chance {chance:.3f}): the 'known' facts may be lucky "
+                       "guesses of a subject-blind prediction, which no restoration can move.")
+    if totals and sum(totals) / len(totals) < 0.01:
+        caveats.append(f"Corrupting the subject barely changes p(answer) (mean total effect "
+                       f"{sum(totals) / len(totals):.2g}): the prediction does not depend on the subject, so there "
+                       "is no effect to locate.")
     x = [float(i) for i in range(cfg.n_layers)]
     rows = [[g, k, 100 * float(c[k].max()), int(c[k].argmax())] for g, c in mean.items() for k in kinds]
     peak_at = {k: 100 * float(mean["subject"][k].max()) for k in kinds} if mean else {}
@@ -180,7 +190,7 @@ def memorisation_tracing(ctx: Context) -> Result:
                         "total effect 18.6%",
                         (f"MLP {peak_at['mlp']:.1f}% vs attention {peak_at['attn']:.1f}% at the subject; total "
                          f"effect {100 * sum(totals) / len(totals):.1f}%") if totals else "no fact to trace")],
-        caveats=["Synthetic facts in a small model: the subject is one token, so ROME's first/middle/last "
+        caveats=[*caveats, "Synthetic facts in a small model: the subject is one token, so ROME's first/middle/last "
                  "subject positions coincide.",
                  "At the subject token the last layer's outputs cannot reach the prediction (indirect effect "
                  "exactly 0), so a peak of 0 means restoring never helped there.",
