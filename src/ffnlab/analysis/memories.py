@@ -17,7 +17,7 @@ negative coefficient (gated FFNs) adds -|m| v, so its projection is read with th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,11 +30,17 @@ from ffnlab.model.hooks import Hooked, capture
 @torch.no_grad()
 def value_logits(model: Hooked, layer: int, neurons: Sequence[int] | Tensor | None = None, chunk: int = 512) -> Tensor:
     """The vocabulary projection of layer `layer`'s value vectors (all, or `neurons`): (F, V) float32."""
+    return torch.cat(list(_value_logit_chunks(model, layer, neurons, chunk)))
+
+
+def _value_logit_chunks(model: Hooked, layer: int, neurons: Sequence[int] | Tensor | None,
+                        chunk: int) -> Iterator[Tensor]:
+    """The vocabulary projection of the layer's value vectors, `chunk` neurons at a time: (<=chunk, V)."""
     values = model.ffn_values(layer)  # (F, D)
     if neurons is not None:
         values = values[torch.as_tensor(neurons, dtype=torch.long)]
-    out = [model.unembed(values[i:i + chunk][None]).float()[0] for i in range(0, values.shape[0], chunk)]
-    return torch.cat(out)
+    for i in range(0, values.shape[0], chunk):
+        yield model.unembed(values[i:i + chunk][None]).float()[0]
 
 
 @dataclass
@@ -61,10 +67,9 @@ def value_tokens(logits: Tensor, k: int = 10) -> ValueTokens:
 def layer_value_tokens(model: Hooked, layer: int, k: int = 10, chunk: int = 512) -> ValueTokens:
     """`value_tokens` of every neuron of a layer, a chunk at a time: the (F, V) logits are never
     held whole (SmolLM2: 300 MB a layer, and concatenating them cost more than projecting)."""
-    values = model.ffn_values(layer)
     parts = []
-    for i in range(0, values.shape[0], chunk):
-        vt = value_tokens(model.unembed(values[i:i + chunk][None])[0].float(), k)
+    for logits in _value_logit_chunks(model, layer, None, chunk):
+        vt = value_tokens(logits, k)
         parts.append((vt.top, vt.top_scores, vt.bottom, vt.bottom_scores))
     return ValueTokens(*(torch.cat(p) for p in zip(*parts)))
 

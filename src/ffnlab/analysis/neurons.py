@@ -119,14 +119,15 @@ class LayerStats:
         if row.numel() == 0:
             return
         val, idx = acts[row, col], index[row]
-        order = (col.double() + 1.0 / (1.0 + val.abs().double())).argsort()  # by neuron, then |value| desc
-        col, val, idx = col[order], val[order], idx[order]
+        mag = val.abs()
+        order = (col.double() + 1.0 / (1.0 + mag.double())).argsort()  # by neuron, then |value| desc
+        col, val, idx, mag = col[order], val[order], idx[order], mag[order]
         cols, counts = torch.unique_consecutive(col, return_counts=True)
         slot = torch.repeat_interleave(torch.arange(len(cols)), counts)
         rank = torch.arange(len(col)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
         m = int(counts.max())
         new_key = torch.full((len(cols), m), float("inf"))  # -|value|, ascending; padding sorts last
-        new_key[slot, rank] = -val.abs()
+        new_key[slot, rank] = -mag
         old_val, old_idx = self.top_values[cols], self.top_index[cols]
         old_key = -old_val.abs()
         # final rank of each element in the merged list (ties: the kept, earlier token first)
@@ -134,11 +135,12 @@ class LayerStats:
         pos_old = torch.searchsorted(new_key, old_key) + torch.arange(self.k)
         out_val, out_idx = torch.empty_like(old_val), torch.empty_like(old_idx)
         keep = pos_old < self.k
-        r_old = torch.arange(len(cols))[:, None].expand_as(pos_old)
-        out_val[r_old[keep], pos_old[keep]], out_idx[r_old[keep], pos_old[keep]] = old_val[keep], old_idx[keep]
+        at = (torch.arange(len(cols))[:, None].expand_as(pos_old)[keep], pos_old[keep])
+        out_val[at], out_idx[at] = old_val[keep], old_idx[keep]
         p = pos_new[slot, rank]
         keep = p < self.k
-        out_val[slot[keep], p[keep]], out_idx[slot[keep], p[keep]] = val[keep], idx[keep]
+        at = (slot[keep], p[keep])
+        out_val[at], out_idx[at] = val[keep], idx[keep]
         self.top_values[cols], self.top_index[cols] = out_val, out_idx
 
     @property
