@@ -15,7 +15,8 @@ from ffnlab.experiments.common import base_model, few_threads, fit, progress_bar
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.tasks import IS, SEP, FactTask, Mixture, RecallTask, answer_accuracy, fact_accuracy
 from ffnlab.experiments.verdict import decide, estimate
-from ffnlab.model import count_params, match_width
+from ffnlab.train import TrainResult
+from ffnlab.model import ModelConfig, count_params, match_width
 from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
 
 CRITERION = Criterion("accuracy on the most-seen facts, with FFN minus without FFN (matched params)", ">", 0.1,
@@ -27,6 +28,18 @@ WEIGHTS = (1, 8, 64)
 # loss ln 32 in all 3 seeds of version 1); a pilot on seed 100 at 1200 steps: with FFN 98% / no FFN
 # 100% on the most-seen facts, so both models learn the facts and the comparison means something
 STEPS = {"full": 1200}
+
+
+def c8_models(ctx: Context, vocab_size: int) -> dict[str, ModelConfig]:
+    """C8's two models: a base decoder with FFN, and one without FFN widened to its parameter count."""
+    with_ffn = base_model(ctx, vocab_size)
+    return {"with FFN": with_ffn,
+            "without FFN (matched params)": match_width(with_ffn.with_ffn(kind="none"), count_params(with_ffn))}
+
+
+def c8_fit(ctx: Context, model: str, seed: int, mix: Mixture) -> TrainResult:
+    """Train C8's `model` for `seed` (or reuse it from the store: `memorisation-tracing` reads the same runs)."""
+    return fit(ctx, c8_models(ctx, mix.vocab_size)[model], c8_train_config(ctx, seed), mix, f"c8 {model} s{seed}")
 
 
 def c8_train_config(ctx: Context, seed: int):
@@ -48,14 +61,13 @@ def make_task(ctx: Context) -> tuple[FactTask, RecallTask, Mixture]:
 def memorisation(ctx: Context) -> Result:
     s = size(ctx)
     facts, recall, mix = make_task(ctx)
-    with_ffn = base_model(ctx, mix.vocab_size)
-    without = match_width(with_ffn.with_ffn(kind="none"), count_params(with_ffn))
-    cfgs = {"with FFN": with_ffn, "without FFN (matched params)": without}
+    cfgs = c8_models(ctx, mix.vocab_size)
+    with_ffn = cfgs["with FFN"]
     acc: dict[str, dict[str, list[float]]] = {k: {} for k in cfgs}
     jobs = [(seed, k) for seed in ctx.seeds for k in cfgs]
     with few_threads():
         for seed, k in progress_bar(jobs, ctx, "C8 memorisation"):
-            run = fit(ctx, cfgs[k], c8_train_config(ctx, seed), mix, f"c8 {k} s{seed}")
+            run = c8_fit(ctx, k, seed, mix)
             per_weight = fact_accuracy(run.model, facts)
             for w, a in per_weight.items():
                 acc[k].setdefault(f"facts x{w}", []).append(a)
@@ -138,7 +150,7 @@ def fact_prompt(task: FactTask, i: int) -> FactPrompt:
 def memorisation_tracing(ctx: Context) -> Result:
     s = size(ctx)
     facts, _, mix = make_task(ctx)
-    cfg = base_model(ctx, mix.vocab_size)
+    cfg = c8_models(ctx, mix.vocab_size)["with FFN"]
     n_trace, samples = TRACE_SIZES.get(ctx.options.get("size", ctx.mode), TRACE_SIZES["quick"])
     most_seen = [fact_prompt(facts, i) for i, f in enumerate(facts.facts) if f.weight == max(WEIGHTS)]
     kinds = ("resid", "mlp", "attn")
@@ -146,8 +158,7 @@ def memorisation_tracing(ctx: Context) -> Result:
     curves: dict[str, dict[str, list[torch.Tensor]]] = {g: {k: [] for k in kinds} for g in ("subject", "last")}
     with few_threads():
         for seed in progress_bar(ctx.seeds, ctx, "C7 tracing own models"):
-            # the same config, budget and data as C8's "with FFN" model: the store hands back that run
-            model = fit(ctx, cfg, c8_train_config(ctx, seed), mix, f"c8 with FFN s{seed}").model
+            model = c8_fit(ctx, "with FFN", seed, mix).model  # C8's run, from the store
             known = known_facts(model, most_seen)
             known_n.append(len(known))
             noise = 3 * embedding_std(model, mix.batch("val", 0, 16, s.seq_len, seed)[0])
