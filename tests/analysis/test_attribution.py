@@ -3,18 +3,10 @@ import torch
 
 from ffnlab.analysis.attribution import answer_prob, attribute, integrated_gradients, neuron_effects, top_neurons
 from ffnlab.model import FFNConfig, Transformer, capture, hooks, preset, scale
-
-V = D = 128
-
+from tiny_models import V, orthogonal_model
 
 def model_and_prompt(seed: int = 0):
-    torch.manual_seed(seed)
-    m = Transformer(preset("tiny", vocab_size=V, d_model=D, n_layers=2, max_seq_len=32,
-                           ffn=FFNConfig(kind="mlp", activation="gelu", d_ff=64))).eval()
-    q, _ = torch.linalg.qr(torch.randn(V, D))
-    with torch.no_grad():
-        m.tok.weight.copy_(q * D ** 0.5)
-    return m, torch.randint(V, (1, 10), generator=torch.Generator().manual_seed(seed))
+    return orthogonal_model(seed), torch.randint(V, (1, 10), generator=torch.Generator().manual_seed(seed))
 
 
 def test_integrated_gradients_are_complete():

@@ -3,21 +3,8 @@ import torch
 from ffnlab.analysis.memories import (agreement, layer_value_tokens, promotion, sub_updates, value_logits,
                                      value_tokens)
 from ffnlab.analysis.neurons import LayerStats, NeuronStats, StatsConfig, neuron_stats
-from ffnlab.model import FFNConfig, Transformer, capture, preset
-
-V = D = 128
-
-
-def orthogonal_model(seed: int = 0) -> Transformer:
-    """Tied embeddings with orthogonal rows: the head reads a token's embedding back as that token."""
-    torch.manual_seed(seed)
-    m = Transformer(preset("tiny", vocab_size=V, d_model=D, n_layers=2, max_seq_len=32,
-                           ffn=FFNConfig(kind="mlp", activation="gelu", d_ff=64))).eval()
-    q, _ = torch.linalg.qr(torch.randn(V, D))
-    with torch.no_grad():
-        m.tok.weight.copy_(q * D ** 0.5)
-    return m
-
+from ffnlab.model import Transformer, capture
+from tiny_models import V, orthogonal_model
 
 def set_values(model: Transformer, layer: int, tokens: list[int], scale: float = 1.0) -> None:
     """Value of neuron i := embedding of tokens[i] (fc_out's column i)."""
