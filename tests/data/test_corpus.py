@@ -15,15 +15,16 @@ def test_default_corpus_is_the_modern_spelling_plays_split_by_document():
     files = default_corpus_files()
     assert len(files) == 42 and all(f.name.endswith("_gut.txt") for f in files)
     corpus = load_corpus()
-    assert len(corpus.train) + len(corpus.val) == 42
-    assert 1 <= len(corpus.val) <= 6
-    train_names, val_names = {d.name for d in corpus.train}, {d.name for d in corpus.val}
-    assert not train_names & val_names
-    # no validation text (a 200-character passage from its middle) appears in training text
-    train_text = "\n".join(d.text for d in corpus.train)
-    for doc in corpus.val:
-        middle = len(doc.text) // 2
-        assert doc.text[middle:middle + 200] not in train_text
+    assert len(corpus.train) + len(corpus.val) + len(corpus.test) == 42
+    assert 1 <= len(corpus.val) <= 6 and 1 <= len(corpus.test) <= 6
+    names = [{d.name for d in corpus.split(s)} for s in ("train", "val", "test")]
+    assert not names[0] & names[1] and not names[0] & names[2] and not names[1] & names[2]
+    # no held-out text (a 200-character passage from its middle) appears in another split
+    for held, others in (("val", ("train", "test")), ("test", ("train", "val"))):
+        other_text = "\n".join(d.text for s in others for d in corpus.split(s))
+        for doc in corpus.split(held):
+            middle = len(doc.text) // 2
+            assert doc.text[middle:middle + 200] not in other_text
     assert load_corpus().fingerprint == corpus.fingerprint
 
 
@@ -31,11 +32,27 @@ def test_single_document_is_split_into_disjoint_contiguous_blocks(tmp_path):
     lines = [f"line {i} of a single long document" for i in range(2000)]
     (tmp_path / "one.txt").write_text("\n".join(lines) + "\n")
     corpus = load_corpus(str(tmp_path / "one.txt"))
-    train = [ln for d in corpus.train for ln in d.text.splitlines()]
-    val = [ln for d in corpus.val for ln in d.text.splitlines()]
-    assert sorted(train + val) == sorted(lines)  # every line once: nothing lost, nothing shared
-    assert not set(train) & set(val)
-    assert 0.05 < len(val) / len(lines) < 0.15
+    train, val, test = ([ln for d in corpus.split(s) for ln in d.text.splitlines()] for s in ("train", "val", "test"))
+    assert sorted(train + val + test) == sorted(lines)  # every line once: nothing lost, nothing shared
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    assert 0.05 < len(val) / len(lines) < 0.15 and 0.05 < len(test) / len(lines) < 0.15
+
+
+def test_token_splits_are_disjoint_and_the_test_windows_cover_the_split(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(12):
+        (docs / f"d{i}.txt").write_text(f"document number {i} says {'abc' * i}\n" * 40)
+    from ffnlab.data import prepare_data
+
+    data = prepare_data(str(docs), "char", cache_dir=tmp_path / "cache")
+    corpus = load_corpus(str(docs))
+    for split in ("train", "val", "test"):
+        expected = data.tokenizer.encode_documents(d.text for d in corpus.split(split))
+        assert list(data.split(split)) == list(expected)
+    x, y = data.windows("test", 16)
+    assert x.shape == y.shape and x.shape[1] == 16 and x.numel() == (len(data.test) - 1) // 16 * 16
+    assert (x[:, 1:] == y[:, :-1]).all() and (x[1:, 0] == y[:-1, -1]).all()  # consecutive: each token once
 
 
 def test_fingerprint_follows_the_content(tmp_path):
@@ -53,7 +70,7 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path):
     (tmp_path / "bad.bin").write_bytes(b"\xff\xfe\x00\x81" * 50)
     with pytest.warns(UserWarning, match="skipped 1 of 3"):
         corpus = load_corpus(str(tmp_path))
-    assert corpus.skipped == 1 and len(corpus.train) + len(corpus.val) == 2
+    assert corpus.skipped == 1 and {d.name.split("#")[0] for d in corpus.train} == {"good.txt", "also.txt"}
 
 
 @pytest.mark.parametrize("setup, path, message", [

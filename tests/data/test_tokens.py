@@ -63,8 +63,8 @@ def test_batches_are_a_function_of_their_arguments(plays, tmp_path):
     assert torch.equal(x, x2) and torch.equal(y, y2)
     assert not torch.equal(x, data.batch("train", 8, 4, 32, seed=3)[0])
     assert not torch.equal(x, data.batch("train", 7, 4, 32, seed=4)[0])
-    with pytest.raises(FFNLabError, match="unknown data split 'test'"):
-        data.batch("test", 0, 4, 32, seed=0)
+    with pytest.raises(FFNLabError, match="unknown data split 'dev'"):
+        data.batch("dev", 0, 4, 32, seed=0)
     with pytest.raises(FFNLabError, match="too few for seq_len"):
         data.batch("val", 0, 1, len(data.val), seed=0)
 

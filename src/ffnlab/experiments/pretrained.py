@@ -41,14 +41,14 @@ def _meta(model: PretrainedModel) -> dict:
     return {k: v for k, v in model.meta.items() if k != "hook_check"}
 
 
-def _val_text(ctx: Context, chars: int) -> str:
+def _test_text(ctx: Context, chars: int) -> str:
     corpus = load_corpus(ctx.data)
-    return "\n".join(d.text for d in corpus.val)[:chars]
+    return "\n".join(d.text for d in corpus.test)[:chars]
 
 
 def token_windows(model: PretrainedModel, ctx: Context, n: int, length: int, seed: int) -> Tensor:
-    """`n` windows (n, length) of validation text tokenised by the model's own tokenizer."""
-    ids = model.tokenizer(_val_text(ctx, 60 * n * length), add_special_tokens=False, verbose=False)["input_ids"]
+    """`n` windows (n, length) of test text tokenised by the model's own tokenizer."""
+    ids = model.tokenizer(_test_text(ctx, 60 * n * length), add_special_tokens=False, verbose=False)["input_ids"]
     ids = torch.tensor(ids, dtype=torch.long)
     if ids.numel() < n * length:
         raise ValueError(f"validation text gives {ids.numel()} tokens, {n * length} needed")
