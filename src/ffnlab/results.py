@@ -18,6 +18,19 @@ from pathlib import Path
 from typing import Any
 
 VERDICTS = ("supported", "partly supported", "not supported")
+INCONCLUSIVE = "inconclusive (under-trained)"  # a model the verdict rests on missed its bar
+INDICATIVE = "indicative: "  # prefix of a verdict from fewer than MIN_SEEDS seeds
+MIN_SEEDS = 3
+ALL_VERDICTS = (*VERDICTS, INCONCLUSIVE)
+
+
+def base_verdict(verdict: str | None) -> str | None:
+    """The verdict without its 'indicative: ' label."""
+    return verdict[len(INDICATIVE):] if verdict and verdict.startswith(INDICATIVE) else verdict
+
+
+def is_indicative(verdict: str | None) -> bool:
+    return bool(verdict) and verdict.startswith(INDICATIVE)
 
 
 @dataclass
@@ -102,11 +115,13 @@ class Result:
     config: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
     code_version: str = ""
+    code_fingerprint: str = ""  # of the experiment's module and everything it imports (ffnlab.fingerprint)
+    training: list[dict[str, Any]] = field(default_factory=list)  # every trained model vs its bar (Quality)
     started: str = ""
     wall_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        assert self.verdict is None or self.verdict in VERDICTS, self.verdict
+        assert self.verdict is None or base_verdict(self.verdict) in ALL_VERDICTS, self.verdict
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

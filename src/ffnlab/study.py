@@ -3,8 +3,8 @@
     from ffnlab.study import run_study
     outcome = run_study("quick")        # results/experiments/*.json, results/report/index.html
 
-Experiments whose stored result is still valid (same version, seeds, data) are reused, so an
-interrupted study picks up where it stopped. A failing experiment is recorded as one line in
+Experiments whose stored result is still valid (same version, seeds, data and code) are reused,
+and so are finished training runs, so an interrupted study picks up where it stopped. A failing experiment is recorded as one line in
 `<results>/study/<mode>.json` (traceback in `<results>/study/logs/`) and the others still run.
 """
 
@@ -99,7 +99,7 @@ def environment() -> dict[str, str]:
 
 def run_study(mode: str = "quick", results: str | Path | None = None, data: str | None = None,
               only: list[str] | None = None, progress: bool = True, render: bool = True,
-              log: Any = print, options: dict[str, Any] | None = None) -> StudyRun:
+              log: Any = print, options: dict[str, Any] | None = None, reuse_stale: bool = False) -> StudyRun:
     """Run (or reuse) every registered experiment of `mode`, record each outcome, render the report.
 
     `options` go to every experiment (e.g. ``{"size": "test"}`` for the tiny models of the tests).
@@ -133,7 +133,8 @@ def run_study(mode: str = "quick", results: str | Path | None = None, data: str 
         before = path.stat().st_mtime_ns if path.exists() else None
         t = time.perf_counter()
         try:
-            result = run_experiment(name, mode, results=root, data=data, progress=progress, options=options)
+            result = run_experiment(name, mode, results=root, data=data, progress=progress, options=options,
+                                    reuse_stale=reuse_stale)
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 (one experiment's failure must not lose the others)

@@ -9,7 +9,7 @@ def test_every_position_wise_kind_is_exact_and_capacity_moe_is_not(run_test_size
             assert row[2] > 1e-3 and row[3] >= 1  # output at t changed in some trial
         else:
             assert row[2] == 0.0 and row[3] == 0, name  # bit-identical in every trial
-    assert r.verdict == "supported"
+    assert r.verdict == "indicative: supported"  # one seed; its briefly trained models are exempt from the bar
     # the FFN's FLOP share falls as T grows: attention's score FLOPs grow with T, the FFN's do not
     flop_share = [row[3] for row in r.tables[1].rows]
     assert all(a > b for a, b in zip(flop_share, flop_share[1:]))

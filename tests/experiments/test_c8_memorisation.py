@@ -2,6 +2,7 @@ import torch
 
 from ffnlab.experiments.c8_memorisation import fact_prompt
 from ffnlab.experiments.tasks import IGNORE, IS, QUERY, SEP, FactTask, Mixture, RecallTask
+from ffnlab.results import base_verdict
 
 
 def test_fact_task_follows_the_data_protocol():
@@ -61,7 +62,7 @@ def test_fact_prompt_is_a_training_row_prefix():
 def test_memorisation_tracing_reuses_c8_models(run_test_size):
     run_test_size("memorisation")
     r = run_test_size("memorisation-tracing")
-    assert r.verdict in ("supported", "partly supported", "not supported")
+    assert base_verdict(r.verdict) in ("supported", "partly supported", "not supported")
     from ffnlab.store import Store
     assert len(Store(run_test_size.results).runs(kind="train")) == 2  # tracing trained nothing new
     known = r.config["known"]

@@ -25,7 +25,8 @@ def test_train_records_a_run_that_runs_lists_and_compares(play_dir, tmp_path, ca
     assert [(r["name"], r["status"], r["seed"]) for r in runs] == [("b", "finished", 1), ("a", "finished", 0)]
     assert main(["runs", *res]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:4] == ["id", "kind", "name", "status"] and len(table) == 4
+    assert table[0].split()[:4] == ["id", "kind", "name", "status"] and len(table) == 5
+    assert "gap_to_ngram" in table[0] and table[-1].startswith("gap_to_ngram: the best n-gram")
     assert main(["runs", *res, "--compare", "1", "2"]) == 0
     compared = capsys.readouterr().out
     assert "model.ffn.kind" in compared and "swiglu" in compared and "train.seed" in compared

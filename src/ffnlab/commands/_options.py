@@ -16,3 +16,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", metavar="DIR", help="results directory (default: $FFNLAB_RESULTS or ./results)")
     parser.add_argument("--data", metavar="PATH", help="corpus: a text file, directory or glob (default: Shakespeare)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--reuse-stale", action="store_true",
+                        help="keep stored results produced by other code instead of recomputing them "
+                             "(the report marks them stale)")

@@ -13,7 +13,7 @@ from ffnlab.results import results_dir
 NAME = "runs"
 HELP = "list recorded runs (training, experiments, analyses) or compare some (--compare ID ID ...)"
 
-SUMMARY_KEYS = ("val_loss", "val_ppl", "steps", "tokens_per_second", "params")
+SUMMARY_KEYS = ("val_loss", "val_ppl", "best_ngram_val", "ngram_gap", "steps", "tokens_per_second", "params")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs match")
         return 0
-    rows = [[r.id, r.kind, r.name, r.status, r.seed, r.summary.get("val_loss"), r.summary.get("steps"),
-             r.summary.get("tokens_per_second"), r.wall_seconds, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
-             r.code_version] for r in runs]
-    print(table(["id", "kind", "name", "status", "seed", "val_loss", "steps", "tok/s", "wall_s", "started", "code"], rows))
+    rows = [[r.id, r.kind, r.name, r.status, r.seed, r.summary.get("val_loss"), r.summary.get("ngram_gap"),
+             r.summary.get("steps"), r.summary.get("tokens_per_second"), r.wall_seconds,
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)), r.code_version] for r in runs]
+    print(table(["id", "kind", "name", "status", "seed", "val_loss", "gap_to_ngram", "steps", "tok/s", "wall_s",
+                 "started", "code"], rows))
+    print("gap_to_ngram: the best n-gram baseline's validation loss minus the run's (positive: the model is better)")
     return 0
 
 

@@ -111,4 +111,10 @@ def run(args: argparse.Namespace) -> int:
     how = "reused finished run" if result.reused else "trained"
     print(f"{how} {label}: run {result.run_id}, {result.steps} steps, val loss {result.val_loss:.4f} nats "
           f"(ppl {result.val_ppl:.1f}), {result.tokens_per_second:,.0f} tokens/s, checkpoint in {result.out_dir}")
+    ngram = result.summary.get("ngram_val")
+    if ngram:
+        counts = ", ".join(f"{k} {v:.4f}" for k, v in ngram.items())
+        gap = result.summary["ngram_gap"]
+        print(f"  n-gram baselines on validation: {counts}; the model is {abs(gap):.4f} nats "
+              f"{'below' if gap > 0 else 'above'} the best")
     return 0

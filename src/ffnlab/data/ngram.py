@@ -172,23 +172,36 @@ def fit_baselines(train: np.ndarray, val: np.ndarray, test: np.ndarray, vocab_si
         weights=weights, tokens={"train": len(train), "val": len(val), "test": len(test)}, vocab_size=km.V)
 
 
-def _cache_file(data) -> Path | None:
+def _cache_file(data, test_tokens: int | None) -> Path | None:
     cache = getattr(data, "cache", None)
     if cache is None:
         return None
-    return Path(cache) / f"{data.fingerprint}-ngram-{code_fingerprint(__name__)}.json"
+    part = "" if test_tokens is None else f"-first{test_tokens}"
+    return Path(cache) / f"{data.fingerprint}-ngram{part}-{code_fingerprint(__name__)}.json"
 
 
-def ngram_baselines(data) -> NgramBaselines:
+def ngram_baselines(data, test_tokens: int | None = None) -> NgramBaselines:
     """The baselines of `data` (a `TokenData`), computed once and cached beside its token arrays
-    (keyed by the data fingerprint and by this module's code)."""
-    file = _cache_file(data)
+    (keyed by the data fingerprint and by this module's code). `test_tokens`: score only the
+    first that many predicted test tokens (the ones a model was scored on), else all."""
+    file = _cache_file(data, test_tokens)
     if file is not None and file.is_file():
         try:
             return NgramBaselines(**json.loads(file.read_text()))
         except (ValueError, TypeError):
             pass  # a damaged cache file is recomputed
-    b = fit_baselines(data.train, data.val, data.test, data.vocab_size)
+    test = data.test if test_tokens is None else data.test[:test_tokens + 1]
+    b = fit_baselines(data.train, data.val, test, data.vocab_size)
     if file is not None:
         atomic_write_text(file, json.dumps(b.to_dict(), indent=1))
     return b
+
+
+def beside(data, val_loss: float) -> dict[str, object]:
+    """A model's validation loss beside the count models' (for run summaries): empty for data that
+    is not a tokenized corpus (a synthetic task has no n-gram baseline)."""
+    if not all(hasattr(data, a) for a in ("train", "val", "test", "cache")):
+        return {}
+    b = ngram_baselines(data)
+    best = min(b.val.values())
+    return {"ngram_val": b.val, "best_ngram_val": best, "ngram_gap": best - val_loss}

@@ -35,7 +35,7 @@ def variants(ctx: Context, vocab_size: int) -> dict[str, object]:
     }
 
 
-@experiment("nonlinearity", claim="C3", version=1, order=30,
+@experiment("nonlinearity", claim="C3", version=2, order=30,
             title="Full FFN vs the same FFN without activation vs no FFN, matched parameters and depth")
 def nonlinearity(ctx: Context) -> Result:
     task = data(ctx)
@@ -45,7 +45,7 @@ def nonlinearity(ctx: Context) -> Result:
     with few_threads():
         for seed, name in progress_bar(jobs, ctx, "C3 nonlinearity"):
             run = fit(ctx, cfgs[name], train_config(ctx, seed), task, f"c3 {name} s{seed}")
-            losses[name].append(run.val_loss)
+            losses[name].append(run.test_loss)
     gap = [lin - full for lin, full in zip(losses["linear FFN"], losses["gelu FFN"])]
     matched = ["no FFN (matched params, deeper)", "no FFN (matched params, wider)"]
     best_none = [min(losses[m][i] for m in matched) for i in range(len(ctx.seeds))]

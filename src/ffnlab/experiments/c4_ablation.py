@@ -27,7 +27,7 @@ N_SEQUENCES = {"test": 4, "quick": 32, "full": 64}
 
 def token_batch(task, n: int, seq_len: int, seed: int, offset: int) -> torch.Tensor:
     """`n` held-out sequences (n, seq_len); `offset` keeps evaluation and reference batches apart."""
-    return task.batch("val", offset, n, seq_len, seed)[0]
+    return task.batch("test", offset, n, seq_len, seed)[0]
 
 
 def analyse(model, tokens, reference, seed: int) -> dict:
@@ -38,7 +38,7 @@ def analyse(model, tokens, reference, seed: int) -> dict:
     return {"clean": abl.clean, "increase": abl.increase, "lens": lens, "shift": shift}
 
 
-@experiment("ffn-ablation", claim="C4", version=1, order=40,
+@experiment("ffn-ablation", claim="C4", version=2, order=40,
             title="Per-layer FFN ablation, logit lens around each FFN, attention change downstream")
 def ffn_ablation_experiment(ctx: Context) -> Result:
     task, s = data(ctx), size(ctx)

@@ -90,7 +90,7 @@ def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
             if not any((cb <= ca and lb <= la) and (cb < ca or lb < la) for b, (cb, lb) in points.items() if b != a)}
 
 
-@experiment("efficiency-frontier", claim="C6", version=1, order=60,
+@experiment("efficiency-frontier", claim="C6", version=2, order=60,
             title="Loss vs parameters, FLOPs and latency: shrunk, shared, gated, MoE, low-rank, pruned FFNs")
 def efficiency_frontier(ctx: Context) -> Result:
     task, s = data(ctx), size(ctx)
@@ -102,12 +102,12 @@ def efficiency_frontier(ctx: Context) -> Result:
     with few_threads():
         for seed, k in progress_bar(jobs, ctx, "C6 frontier"):
             run = fit(ctx, cfgs[k], train_config(ctx, seed), task, f"c6 {k} s{seed}")
-            losses[k].append(run.val_loss)
-            tokens = task.batch("val", 4000, 8, s.seq_len, seed)[0]
+            losses[k].append(run.test_loss)
+            tokens = task.batch("test", 4000, 8, s.seq_len, seed)[0]
             lat[k].append(latency(run.model, tokens))
             if k == BASELINE:
                 calib = task.batch("train", 10_000, 16, s.seq_len, seed)[0]
-                held = task.batch("val", 4100, 16, s.seq_len, seed)[0]
+                held = task.batch("test", 4100, 16, s.seq_len, seed)[0]
                 prune.append(prune_curve(run.model, calib, held, seed))
     mean = {k: estimate(k, v).mean for k, v in losses.items()}
     params = {k: count_params(c) for k, c in cfgs.items()}

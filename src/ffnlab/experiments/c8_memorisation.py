@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 
 from ffnlab.analysis.tracing import FactPrompt, embedding_std, known_facts, trace
-from ffnlab.experiments.common import base_model, few_threads, fit, progress_bar, size, train_config
+from ffnlab.experiments.common import Fitted, base_model, few_threads, fit, progress_bar, size, train_config
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.tasks import IS, SEP, FactTask, Mixture, RecallTask, answer_accuracy, fact_accuracy
 from ffnlab.experiments.verdict import decide, estimate
-from ffnlab.train import TrainResult
 from ffnlab.model import ModelConfig, count_params, match_width
 from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
 
@@ -37,9 +36,10 @@ def c8_models(ctx: Context, vocab_size: int) -> dict[str, ModelConfig]:
             "without FFN (matched params)": match_width(with_ffn.with_ffn(kind="none"), count_params(with_ffn))}
 
 
-def c8_fit(ctx: Context, model: str, seed: int, mix: Mixture) -> TrainResult:
+def c8_fit(ctx: Context, model: str, seed: int, mix: Mixture) -> Fitted:
     """Train C8's `model` for `seed` (or reuse it from the store: `memorisation-tracing` reads the same runs)."""
-    return fit(ctx, c8_models(ctx, mix.vocab_size)[model], c8_train_config(ctx, seed), mix, f"c8 {model} s{seed}")
+    return fit(ctx, c8_models(ctx, mix.vocab_size)[model], c8_train_config(ctx, seed), mix, f"c8 {model} s{seed}",
+               sweep=False)
 
 
 def c8_train_config(ctx: Context, seed: int):

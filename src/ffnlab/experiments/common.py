@@ -1,13 +1,17 @@
 """What the claim experiments share: model sizes per mode, data, training with reuse, seeds.
 
-Sizes: "test" (seconds, for the test suite), "quick" (a minute or so per experiment) and
-"full" (larger models, more steps, >= 3 seeds). `ctx.options["size"]` overrides the mode.
+Sizes: "test" (seconds, for the test suite: its models are under-trained by design, so its
+verdicts are "inconclusive"), "quick" and "full" (>= 3 seeds). `ctx.options["size"]` overrides
+the mode. Every language model is trained with the learning rate its FFN family won in a short
+sweep on validation, and is scored on test against the n-gram baselines of its tokenization
+(`quality`); all variants of one seed see the same batches in the same order (paired seeds).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +20,12 @@ import torch
 
 from ffnlab.data import prepare_data
 from ffnlab.errors import unknown
+from ffnlab.experiments.quality import Quality, assess, choose_lr, family
 from ffnlab.experiments.registry import Context
+from ffnlab.fingerprint import code_fingerprint
 from ffnlab.model import FFNConfig, ModelConfig
-from ffnlab.store import Store
+from ffnlab.results import atomic_write_text
+from ffnlab.store import Store, config_hash
 from ffnlab.threads import default_threads
 from ffnlab.train import TrainConfig, TrainResult, run_hash, train_or_reuse
 
@@ -35,13 +42,20 @@ class Size:
     steps: int
     eval_batches: int
     deep_layers: int  # for rank collapse (claim C2)
+    bar: float  # nats below the best n-gram baseline a language model must reach on test
+    plateau: bool  # whether the bar also asks for a plateau (quality.PLATEAU)
+    lrs: tuple[float, ...]  # the learning-rate sweep, per FFN family
+    sweep_steps: int  # steps of each sweep run (same schedule shape, shorter)
+    test_tokens: int | None  # test tokens a model is scored on (None: the whole test split)
 
 
 SIZES = {
-    "test": Size("char", 128, 32, 2, 2, 32, 8, 30, 2, 4),
-    "quick": Size("bpe", 1024, 64, 4, 4, 64, 16, 200, 8, 12),
-    # sized so that all experiments' >= 3 seeds fit about 2 CPU-hours on one thread
-    "full": Size("bpe", 2048, 96, 4, 4, 128, 16, 400, 10, 16),
+    "test": Size("char", 128, 32, 2, 2, 32, 8, 30, 2, 4, bar=0.2, plateau=False, lrs=(1e-3, 3e-3, 1e-2),
+                 sweep_steps=6, test_tokens=2048),
+    "quick": Size("char", 128, 64, 4, 4, 128, 32, 400, 8, 12, bar=0.2, plateau=False, lrs=(3e-3, 6e-3, 1.2e-2),
+                  sweep_steps=100, test_tokens=65536),
+    "full": Size("char", 128, 96, 4, 4, 128, 32, 1600, 16, 16, bar=0.4, plateau=True, lrs=(2e-3, 4e-3, 8e-3),
+                 sweep_steps=400, test_tokens=None),
 }
 
 
@@ -71,19 +85,82 @@ def base_model(ctx: Context, vocab_size: int, **changes) -> ModelConfig:
 
 
 def train_config(ctx: Context, seed: int, **changes) -> TrainConfig:
+    """The mode's schedule; the learning rate here is a placeholder that `fit` replaces with the
+    one chosen for the model's FFN family. Ten evaluations (on validation) show the plateau."""
     s = size(ctx)
     # fp32: at these widths bf16 autocast costs more in casts than it saves in matmuls
     cfg = TrainConfig(steps=s.steps, batch_size=s.batch_size, seq_len=s.seq_len, lr=3e-3, min_lr=3e-4,
-                      warmup=max(1, s.steps // 10), eval_every=s.steps, eval_batches=s.eval_batches,
+                      warmup=max(1, s.steps // 10), eval_every=max(1, s.steps // 10), eval_batches=s.eval_batches,
                       checkpoint_every=s.steps, precision="fp32", seed=seed, log_every=max(1, s.steps // 20))
     return cfg.replace(**changes) if changes else cfg
 
 
-def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str) -> TrainResult:
-    """Train (or reuse a finished identical run from the store) and return the model in eval mode."""
+def _train(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str) -> TrainResult:
+    """Train, or reuse a finished identical run (same config, data and training code) from the store."""
     store = Store(ctx.results)
-    out = Path(ctx.results) / "runs" / run_hash(model_cfg, train_cfg, task)
+    code = code_fingerprint("ffnlab.train.trainer", type(task).__module__)
+    out = Path(ctx.results) / "runs" / f"{run_hash(model_cfg, train_cfg, task)}-{code}"
     return train_or_reuse(model_cfg, train_cfg, task, out, store=store, name=name, progress=ctx.progress)
+
+
+def sweep_model(ctx: Context, cfg: ModelConfig) -> ModelConfig:
+    """The model a family's learning rate is swept on: the mode's base shape with `cfg`'s FFN."""
+    return base_model(ctx, cfg.vocab_size, ffn=cfg.ffn)
+
+
+def family_lr(ctx: Context, model_cfg: ModelConfig, task) -> float:
+    """The learning rate of `model_cfg`'s FFN family: the lowest validation loss of the size's sweep,
+    each sweep run `sweep_steps` long on seed 0 (cached in <results>/lr-sweeps/, reused)."""
+    s, fam = size(ctx), family(model_cfg)
+    canon = sweep_model(ctx, model_cfg)
+    code = code_fingerprint("ffnlab.train.trainer", type(task).__module__, __name__)
+    key = config_hash({"model": canon.to_dict(), "data": task.fingerprint, "lrs": s.lrs, "steps": s.sweep_steps,
+                       "code": code})
+    path = Path(ctx.results) / "lr-sweeps" / f"{fam}-{key}.json"
+
+    def train_at(lr: float) -> TrainResult:
+        cfg = train_config(ctx, 0, steps=s.sweep_steps, warmup=max(1, s.sweep_steps // 10), lr=lr, min_lr=lr / 10,
+                           eval_every=s.sweep_steps, checkpoint_every=s.sweep_steps)
+        return _train(ctx, canon, cfg, task, f"lr sweep {fam} {lr:g}")
+
+    record = choose_lr(path, s.lrs, train_at)
+    if record.get("family") != fam:
+        record = {**record, "family": fam, "model": canon.to_dict(), "steps": s.sweep_steps}
+        atomic_write_text(path, json.dumps(record, indent=1))
+    return float(record["chosen"])
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained model (eval mode) with its test loss and its standing against the bar."""
+
+    model: torch.nn.Module
+    quality: Quality
+    run: TrainResult
+
+    @property
+    def test_loss(self) -> float:
+        """Nats per predicted token on the test split (what verdicts use); validation loss for a
+        synthetic task, which has no test split."""
+        return self.quality.test_loss if self.quality.test_loss is not None else self.run.val_loss
+
+
+def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str, exempt: str = "",
+        sweep: bool = True) -> Fitted:
+    """Train (or reuse) a model at its family's learning rate and score it against its bar.
+
+    The model's `Quality` is appended to `ctx.trained`; `exempt` says why the bar does not apply
+    (a control built to be crippled). `sweep=False` keeps `train_cfg.lr` (a task with its own
+    tuned schedule)."""
+    s = size(ctx)
+    if sweep:
+        lr = family_lr(ctx, model_cfg, task)
+        train_cfg = train_cfg.replace(lr=lr, min_lr=lr / 10)
+    run = _train(ctx, model_cfg, train_cfg, task, name)
+    quality = assess(name, run, task, train_cfg.steps, train_cfg.lr, s.bar, s.plateau, s.seq_len, s.test_tokens,
+                     exempt)
+    ctx.trained.append(quality)
+    return Fitted(run.model, quality, run)
 
 
 @contextlib.contextmanager

@@ -88,7 +88,7 @@ PUBLISHED = {  # STUDY.md, "Parameter shares"
 }
 
 
-@experiment("pretrained-accounting", claim="C5", version=1, order=55,
+@experiment("pretrained-accounting", claim="C5", version=1, order=55, seeded=False,
             title="Parameter and FLOP shares of the FFN in real pretrained models")
 def pretrained_accounting(ctx: Context) -> Result:
     import transformers as tf

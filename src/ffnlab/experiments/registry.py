@@ -3,8 +3,15 @@
     @experiment("rank-collapse", claim="C2", version=1, title="...")
     def rank_collapse(ctx: Context) -> Result: ...
 
-`run_experiment` reuses a stored result of the same name, mode and version (and seed
-count) instead of recomputing; bump `version` when the experiment's code changes.
+`run_experiment` reuses a stored result of the same name, mode, version, seeds, data and
+options that was produced by the same code (the fingerprint of the experiment's module and
+everything it imports); a result from other code is recomputed unless `reuse_stale`.
+Bump `version` when what the experiment measures changes.
+
+After the experiment returns, two labels are applied here, so no experiment can forget them:
+a verdict that rests on a trained language model which missed its bar becomes
+"inconclusive (under-trained)" (`quality.Quality`), and a verdict from fewer than 3 seeds is
+marked "indicative: ...".
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ffnlab.errors import FFNLabError, unknown
-from ffnlab.results import Result, code_version, results_dir
+from ffnlab.fingerprint import code_fingerprint
+from ffnlab.results import INCONCLUSIVE, INDICATIVE, MIN_SEEDS, Result, code_version, results_dir
 
 MODES = ("quick", "full")
 
@@ -31,6 +39,7 @@ class Context:
     data: str | None = None  # corpus path; None = the default corpus
     progress: bool = True
     options: dict = field(default_factory=dict)
+    trained: list = field(default_factory=list)  # quality.Quality of every model trained (or reused) for it
 
     @property
     def quick(self) -> bool:
@@ -46,18 +55,25 @@ class Experiment:
     fn: Callable[[Context], Result]
     default_seeds: dict[str, int]  # mode -> number of seeds
     order: int = 100  # position in the study
+    seeded: bool = True  # False: a deterministic measurement, where seeds do not apply
 
     def result_path(self, results: Path, mode: str) -> Path:
         return results / "experiments" / f"{self.name}-{mode}.json"
+
+    def fingerprint(self) -> str:
+        """The code that produces this experiment's result."""
+        return code_fingerprint(self.fn.__module__)
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def experiment(name: str, claim: str, version: int, title: str, seeds: dict[str, int] | None = None,
-               order: int = 100) -> Callable[[Callable[[Context], Result]], Callable[[Context], Result]]:
+               order: int = 100, seeded: bool = True
+               ) -> Callable[[Callable[[Context], Result]], Callable[[Context], Result]]:
     def add(fn: Callable[[Context], Result]) -> Callable[[Context], Result]:
-        EXPERIMENTS[name] = Experiment(name, claim, version, title, fn, seeds or {"quick": 1, "full": 3}, order)
+        EXPERIMENTS[name] = Experiment(name, claim, version, title, fn, seeds or {"quick": 1, "full": 3}, order,
+                                       seeded)
         return fn
     return add
 
@@ -88,10 +104,44 @@ def stored(name: str, mode: str, results: str | Path | None = None) -> Result | 
     return Result.load(path) if path.exists() else None
 
 
+def reusable(old: Result, exp: Experiment, n_seeds: int, data: str | None, options: dict | None,
+             stale_ok: bool = False) -> bool:
+    """Whether a stored result answers this request: same version, seeds, data, options, and code
+    (or `stale_ok`: other code, kept deliberately)."""
+    same = (old.version == exp.version and len(old.seeds) == n_seeds and old.config.get("data") == data
+            and old.config.get("options", {}) == dict(options or {}))
+    return same and (stale_ok or old.code_fingerprint == exp.fingerprint())
+
+
+def apply_labels(result: Result, ctx: Context, exp: Experiment) -> None:
+    """Fewer than 3 seeds make a verdict indicative; an under-trained model makes it inconclusive
+    (the verdict the numbers would give is kept in `extra["verdict_if_trained"]`)."""
+    result.training = [q.to_dict() for q in ctx.trained]
+    if not result.verdict:
+        return
+    if exp.seeded and len(ctx.seeds) < MIN_SEEDS:
+        n = len(ctx.seeds)
+        result.verdict = INDICATIVE + result.verdict
+        result.reason += f" (indicative: {n} seed{'s' if n != 1 else ''}; a verdict needs >= {MIN_SEEDS} paired seeds)"
+    missed = [q for q in ctx.trained if not q.meets]
+    if missed:
+        result.extra["verdict_if_trained"] = {"verdict": result.verdict, "reason": result.reason}
+        names = "; ".join(q.shortfall() for q in missed[:3]) + (f"; and {len(missed) - 3} more" if len(missed) > 3
+                                                                  else "")
+        decide = (f"`ffnlab run {exp.name} --full` (longer training) would decide it" if ctx.mode == "quick"
+                  else "a longer training budget (steps in ffnlab.experiments.common.SIZES['full']) would decide it")
+        result.verdict = INCONCLUSIVE
+        result.reason = (f"{len(missed)} of {len(ctx.trained)} trained models miss their bar, so the numbers "
+                         f"carry no verdict: {names}. {decide}. Read as if trained: "
+                         f"{result.extra['verdict_if_trained']['verdict']}.")
+
+
 def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, results: str | Path | None = None,
                    data: str | None = None, reuse: bool = True, progress: bool = True,
-                   options: dict | None = None) -> Result:
-    """Run one experiment (or reuse its stored result) and save its `Result`."""
+                   options: dict | None = None, reuse_stale: bool = False) -> Result:
+    """Run one experiment (or reuse its stored result) and save its `Result`.
+
+    `reuse_stale` keeps a stored result produced by other code (the report marks it)."""
     if mode not in MODES:
         raise unknown("mode", mode, MODES)
     exp = get(name)
@@ -102,8 +152,7 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
     path = exp.result_path(root, mode)
     if reuse and path.exists():
         old = Result.load(path)
-        if (old.version == exp.version and len(old.seeds) == n_seeds and old.config.get("data") == data
-                and old.config.get("options", {}) == dict(options or {})):
+        if reusable(old, exp, n_seeds, data, options, stale_ok=reuse_stale):
             return old
     ctx = Context(mode=mode, seeds=tuple(range(n_seeds)), results=root, data=data, progress=progress,
                   options=dict(options or {}))
@@ -115,6 +164,8 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
     result.seeds = list(ctx.seeds)
     result.config = {**result.config, "data": data, "options": dict(ctx.options)}
     result.code_version = code_version()
+    result.code_fingerprint = exp.fingerprint()
+    apply_labels(result, ctx, exp)
     result.started = started
     result.wall_seconds = time.perf_counter() - t0
     seeds_flag = f" --seeds {n_seeds}" if seeds is not None else ""

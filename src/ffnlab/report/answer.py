@@ -13,20 +13,30 @@ from dataclasses import dataclass
 from ffnlab.report import fmt
 from ffnlab.report.claims import CLAIMS, anchor_id, claim
 from ffnlab.report.load import Failure, StoredStudy
-from ffnlab.results import VERDICTS, Estimate, Result
+from ffnlab.results import INCONCLUSIVE, INDICATIVE, VERDICTS, Estimate, Result, base_verdict, is_indicative
 
 UNMEASURED = "not measured"
 NO_VERDICT = "no verdict"
 
 
 def claim_verdict(results: list[Result]) -> str:
-    """One verdict for a claim tested by several experiments: agreement, else 'partly supported'."""
+    """One verdict for a claim tested by several experiments: agreement, else 'partly supported'.
+
+    Inconclusive experiments do not count towards it, but leave it indicative, as does any
+    indicative one; all inconclusive: inconclusive."""
     verdicts = [r.verdict for r in results if r.verdict]
     if not results:
         return UNMEASURED
     if not verdicts:
         return NO_VERDICT
-    return verdicts[0] if len(set(verdicts)) == 1 else "partly supported"
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    bases = {base_verdict(v) for v in verdicts} - {INCONCLUSIVE}
+    if not bases:
+        return INCONCLUSIVE
+    agreed = bases.pop() if len(bases) == 1 else "partly supported"
+    weak = any(is_indicative(v) or v == INCONCLUSIVE for v in verdicts)
+    return INDICATIVE + agreed if weak else agreed
 
 
 def headline(result: Result) -> Estimate | None:
@@ -49,13 +59,16 @@ class Sentence:
 def _sentence(claim_id: str, results: list[Result], failures: list[Failure]) -> Sentence:
     c = claim(claim_id)
     verdict = claim_verdict(results)
+    base = base_verdict(verdict)
     does = c.does or c.topic.lower()
-    if verdict == "supported":
+    if base == "supported":
         text = f"The FFN {does}."
-    elif verdict == "partly supported":
+    elif base == "partly supported":
         text = f"Only in part: the FFN {does}."
-    elif verdict == "not supported":
+    elif base == "not supported":
         text = f"The measurements do not support that the FFN {does}."
+    elif base == INCONCLUSIVE:
+        text = f"Whether the FFN {does} is open: the models it rests on are under-trained."
     elif verdict == NO_VERDICT:
         text = f"Measured without a verdict: whether the FFN {does}."
     elif failures:
@@ -76,14 +89,16 @@ def _sentence(claim_id: str, results: list[Result], failures: list[Failure]) -> 
             evidence.append(f"{est.quantity} = {fmt.estimate(est)}")
     if evidence:
         text += " " + "; ".join(evidence)[:1].upper() + "; ".join(evidence)[1:] + "."
-    return Sentence(claim_id, verdict, text, "#" + anchor_id(claim_id))
+    if is_indicative(verdict):
+        text = "Indicative only (fewer than 3 seeds, or resting partly on under-trained models): " + text
+    return Sentence(claim_id, base, text, "#" + anchor_id(claim_id))
 
 
 def answer(study: StoredStudy) -> dict[str, list[Sentence]]:
     """Sentences per verdict group, in the order: supported, partly, not supported, the rest."""
     grouped = study.by_claim()
     ids = list(CLAIMS) + [c for c in grouped if c not in CLAIMS]
-    groups: dict[str, list[Sentence]] = {v: [] for v in (*VERDICTS, NO_VERDICT, UNMEASURED)}
+    groups: dict[str, list[Sentence]] = {v: [] for v in (*VERDICTS, INCONCLUSIVE, NO_VERDICT, UNMEASURED)}
     for claim_id in ids:
         s = _sentence(claim_id, grouped.get(claim_id, []), [f for f in study.failures if f.claim == claim_id])
         groups[s.verdict].append(s)

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from ffnlab.report import fmt
+from ffnlab.results import base_verdict, is_indicative
 
 
 def esc(x: Any) -> str:
@@ -50,8 +51,10 @@ def table(columns: list[str], rows: list[list[Any]], caption: str = "", note: st
 
 
 def badge(verdict: str | None) -> str:
+    """A verdict badge; an indicative verdict (fewer than 3 seeds) keeps its colour, dashed."""
     v = verdict or "no verdict"
-    return f'<span class="badge {slug(v)}">{esc(v)}</span>'
+    cls = slug(base_verdict(v)) + (" indicative" if is_indicative(v) else "")
+    return f'<span class="badge {cls}">{esc(v)}</span>'
 
 
 def pre_json(data: Any) -> str:

@@ -9,7 +9,7 @@ from ffnlab.report.answer import NO_VERDICT, UNMEASURED, answer, claim_verdict, 
 from ffnlab.report.claims import CLAIMS, anchor_id, claim
 from ffnlab.report.html import badge, esc, table
 from ffnlab.report.load import StoredStudy
-from ffnlab.results import code_version
+from ffnlab.results import INCONCLUSIVE, code_version
 
 QUESTION = "What does the feed-forward layer after attention do?"
 
@@ -17,6 +17,7 @@ _GROUP_TITLES = {
     "supported": "What the measurements support",
     "partly supported": "What holds only in part",
     "not supported": "What they do not support",
+    INCONCLUSIVE: "Inconclusive: the models are not yet worth measuring",
     NO_VERDICT: "Measured, without a pre-registered verdict",
     UNMEASURED: "Not measured",
 }
@@ -51,6 +52,9 @@ pre{background:var(--soft);padding:.75rem;overflow-x:auto;border-radius:6px}
 .badge.not-supported{background:#fce8e6;color:#a50e0e;border-color:#f6aea9}
 .badge.failed{background:#fff;color:#a50e0e;border-color:#f6aea9}
 .badge.no-verdict,.badge.not-measured{background:#f1f3f4;color:#3c4043;border-color:var(--line)}
+.badge.inconclusive-under-trained{background:#f3e8fd;color:#5b2a86;border-color:#d7aefb}
+.badge.indicative{border-style:dashed;border-color:currentColor}
+.stale{color:#a50e0e}
 .verdict{background:var(--soft);padding:.6rem .9rem;border-radius:6px;margin:.75rem 0}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;margin:.5rem 0 1rem;max-width:100%}
 table{border-collapse:collapse;font-size:.9rem;min-width:100%}

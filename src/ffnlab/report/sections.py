@@ -39,8 +39,9 @@ def _result(r: Result) -> str:
            f'<h3>{esc(r.title or r.name)} {badge(r.verdict)}</h3>',
            f'<p class="meta"><code>{esc(r.name)}</code> · {esc(r.mode)} · version {r.version} · '
            f"{len(r.seeds)} seed{'s' if len(r.seeds) != 1 else ''}</p>",
+           _stale(r),
            f'<p><strong>Method.</strong> {esc(r.method)}</p>' if r.method else "",
-           _verdict(r)]
+           _verdict(r), _training(r)]
     if r.estimates:
         best = headline(r)
         rows = []
@@ -79,6 +80,43 @@ def _result(r: Result) -> str:
         out.append(f'<p class="cmd">Regenerate: <code>{esc(r.command)}</code></p>')
     out.append("</article>")
     return "\n".join(x for x in out if x)
+
+
+def current_fingerprint(name: str) -> str | None:
+    """The fingerprint of the code that would produce experiment `name` now (None: not registered)."""
+    from ffnlab.experiments.registry import load_all
+
+    exp = load_all().get(name)
+    return exp.fingerprint() if exp is not None else None
+
+
+def _stale(r: Result) -> str:
+    now = current_fingerprint(r.name)
+    if now is None or r.code_fingerprint == now:
+        return ""
+    made = f"code {r.code_fingerprint}" if r.code_fingerprint else "code that recorded no fingerprint"
+    return (f'<p class="stale"><strong>Stale:</strong> produced by {esc(made)}; the code now is {esc(now)}. '
+            f"<code>{esc(r.command)}</code> recomputes it.</p>")
+
+
+def _training(r: Result) -> str:
+    """Every trained language model beside the n-gram baselines of its tokenization."""
+    if not r.training:
+        return ""
+    rows = []
+    for q in r.training:
+        imp = q.get("improvement")
+        plateau = "—" if imp is None else f"{100 * imp:.1f}% ({'yes' if q.get('plateaued') else 'no'})"
+        standing = f"exempt: {q['exempt']}" if q.get("exempt") else ("meets the bar" if q["meets"] else "misses it")
+        rows.append([q["name"], q["family"], q["lr"], q["steps"], q["test_loss"], q["best_ngram"],
+                     q.get("ngram_order", ""), q["gap"], q["bar"], plateau, standing])
+    return "<h4>Trained models against their bar</h4>" + table(
+        ["model", "FFN family", "lr", "steps", "test loss", "best n-gram", "n-gram", "gap (nats)", "bar",
+         "last-20% fall (plateau)", "standing"], rows,
+        note="Test loss in nats per token over the test split; the best n-gram is the best of unigram, "
+             "Kneser-Ney bigram and trigram of the same tokenization, fitted on training and tuned on validation, "
+             "scored on the same test tokens. The learning rate is the one the model's FFN family won in a "
+             "sweep on validation.")
 
 
 def _verdict(r: Result) -> str:

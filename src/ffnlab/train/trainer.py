@@ -21,6 +21,7 @@ import torch.nn.functional as F_
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ffnlab.data.ngram import beside
 from ffnlab.data.tokens import IGNORE, MLMData, TokenData
 from ffnlab.errors import FFNLabError
 from ffnlab.model import ModelConfig, Transformer
@@ -196,7 +197,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: s
     tps = state.tokens / state.seconds if state.seconds else 0.0
     summary = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "steps": state.step,
                "tokens": state.tokens, "train_seconds": state.seconds, "tokens_per_second": tps,
-               "params": sum(p.numel() for p in model.parameters()), "out_dir": str(out_dir.resolve())}
+               "params": sum(p.numel() for p in model.parameters()), "out_dir": str(out_dir.resolve()),
+               **beside(data, val_loss)}
     if store is not None and run_id is not None:
         store.add_artifact(run_id, "checkpoint", out_dir / CHECKPOINT)
         store.finish_run(run_id, summary)

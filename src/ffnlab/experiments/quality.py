@@ -1,0 +1,167 @@
+"""Models worth measuring: a learning rate chosen per FFN family, and the bar every trained
+language model must clear before an experiment's verdict may rest on it.
+
+The bar (per size, see `common.SIZES`): test loss at least `bar` nats below the best n-gram
+count model of the same tokenization (`ffnlab.data.ngram`), and, where the size asks for it,
+a plateau -- validation loss improved by less than `PLATEAU` (relative) over the last 20% of
+the steps. A model that misses it makes its experiment's verdict "inconclusive (under-trained)"
+(`registry.run_experiment`). Learning rates are chosen on the validation split from a short
+sweep per FFN family, cached in `<results>/lr-sweeps/`; numbers behind verdicts are on test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F_
+
+from ffnlab.data.ngram import ngram_baselines
+from ffnlab.data.tokens import TokenData
+from ffnlab.errors import FFNLabError
+from ffnlab.fingerprint import code_fingerprint
+from ffnlab.model import ModelConfig
+from ffnlab.results import atomic_write_text
+from ffnlab.store import config_hash
+
+PLATEAU = 0.01  # relative improvement of validation loss over the last 20% of steps
+GATED = ("glu", "bilinear", "reglu", "geglu", "swiglu")
+
+
+def family(cfg: ModelConfig) -> str:
+    """The FFN family whose learning rate a model uses: gated kinds share one (they start slowly at
+    the usual initialisation, Shazeer 2020), every other kind is its own family."""
+    return "gated" if cfg.ffn.kind in GATED else cfg.ffn.kind
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How good one trained language model is, against the bar of its size."""
+
+    name: str
+    run_id: int | None
+    family: str
+    lr: float
+    steps: int
+    test_loss: float | None  # nats per predicted token, over the test tokens below
+    test_tokens: int
+    best_ngram: float | None  # the best count model's loss on the same test tokens
+    ngram_order: str
+    bar: float | None  # required gap (nats); None: no n-gram bar applies
+    improvement: float | None  # relative validation-loss improvement over the last 20% of steps
+    plateau_required: bool
+    exempt: str = ""  # why the bar does not apply (a control built to be crippled, a synthetic task)
+
+    @property
+    def gap(self) -> float | None:
+        return None if self.test_loss is None or self.best_ngram is None else self.best_ngram - self.test_loss
+
+    @property
+    def plateaued(self) -> bool | None:
+        return None if self.improvement is None else self.improvement < PLATEAU
+
+    @property
+    def meets(self) -> bool:
+        if self.exempt or self.bar is None:
+            return True
+        if self.gap is None or self.gap < self.bar:
+            return False
+        return bool(self.plateaued) or not self.plateau_required
+
+    def shortfall(self) -> str:
+        """Why the model misses its bar, in words (empty if it does not)."""
+        if self.meets:
+            return ""
+        why = []
+        if self.gap is None or self.gap < self.bar:
+            why.append(f"test loss {self.test_loss:.3f} is {self.gap:+.3f} nats from the best n-gram "
+                       f"({self.ngram_order}, {self.best_ngram:.3f}); needs >= {self.bar:g} below")
+        if self.plateau_required and self.improvement is None:
+            why.append(f"no plateau measurable (fewer than two evaluations in the last 20% of {self.steps} steps)")
+        elif self.plateau_required and not self.plateaued:
+            why.append(f"not at a plateau (validation loss still fell {100 * self.improvement:.1f}% over the "
+                       f"last 20% of {self.steps} steps; plateau: < {100 * PLATEAU:g}%)")
+        return f"{self.name}: " + " and ".join(why)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "gap": self.gap, "plateaued": self.plateaued, "meets": self.meets}
+
+
+def improvement(history: list[dict[str, float]], steps: int) -> float | None:
+    """Relative fall of validation loss from the first evaluation at >= 80% of `steps` to the last."""
+    evals = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
+    late = [v for s, v in evals if s >= 0.8 * steps]
+    if len(late) < 2:
+        return None
+    return (late[0] - late[-1]) / late[0]
+
+
+@torch.no_grad()
+def test_loss(model: torch.nn.Module, data: TokenData, seq_len: int, max_tokens: int | None,
+              batch_size: int = 32) -> tuple[float, int]:
+    """(mean next-token loss in nats, tokens scored) over consecutive windows of the test split."""
+    x, y = data.windows("test", seq_len, max_tokens)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for i in range(0, len(x), batch_size):
+            logits = model(x[i:i + batch_size]).float()
+            total += F_.cross_entropy(logits.flatten(0, 1), y[i:i + batch_size].flatten(), reduction="sum").item()
+    finally:
+        model.train(was_training)
+    return total / y.numel(), y.numel()
+
+
+def assess(name: str, run, data, steps: int, lr: float, bar: float | None, plateau: bool, seq_len: int,
+           max_tokens: int | None, exempt: str = "") -> Quality:
+    """Score a trained run (a `TrainResult`) against the n-gram baselines of its own tokenization."""
+    fam = family(run.model.config)
+    imp = improvement(run.history, steps)
+    if not isinstance(data, TokenData):
+        return Quality(name, run.run_id, fam, lr, steps, None, 0, None, "", None, imp, plateau,
+                       exempt or "synthetic task: no n-gram baseline applies")
+    loss, n = _cached_test_loss(run, data, seq_len, max_tokens)
+    base = ngram_baselines(data, n)
+    return Quality(name, run.run_id, fam, lr, steps, loss, n, base.best, base.best_order, bar, imp, plateau, exempt)
+
+
+def _cached_test_loss(run, data: TokenData, seq_len: int, max_tokens: int | None) -> tuple[float, int]:
+    """The test loss, stored beside the checkpoint (keyed by the evaluation and the code)."""
+    key = config_hash({"data": data.fingerprint, "seq_len": seq_len, "max_tokens": max_tokens,
+                       "code": code_fingerprint(__name__)})
+    file = Path(run.out_dir) / f"test-loss-{key}.json"
+    if file.is_file():
+        saved = json.loads(file.read_text())
+        return float(saved["loss"]), int(saved["tokens"])
+    loss, n = test_loss(run.model, data, seq_len, max_tokens)
+    atomic_write_text(file, json.dumps({"loss": loss, "tokens": n}))
+    return loss, n
+
+
+def choose_lr(path: Path, lrs: tuple[float, ...], train_at) -> dict:
+    """The learning rate with the lowest validation loss among `lrs`; `train_at(lr)` trains the
+    family's sweep model briefly and returns its `TrainResult`. Cached at `path` (JSON)."""
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("lrs") == list(lrs):
+                return saved
+        except ValueError:
+            pass  # a damaged record is recomputed
+    val, failed = {}, {}
+    for lr in lrs:
+        try:
+            loss = train_at(lr).val_loss
+        except FFNLabError as err:  # diverged: this learning rate is out
+            loss, failed[repr(lr)] = float("inf"), str(err)
+        val[repr(lr)] = loss if math.isfinite(loss) else float("inf")
+    best = min(lrs, key=lambda lr: val[repr(lr)])
+    if not math.isfinite(val[repr(best)]):
+        raise FFNLabError(f"every learning rate of the sweep {list(lrs)} failed: {failed}")
+    record = {"lrs": list(lrs), "val_loss": val, "chosen": best, "failed": failed}
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return record

@@ -1,0 +1,119 @@
+"""Models worth measuring: the bar, the labels it puts on verdicts, LR choice on validation, and
+results that are recomputed when the code that made them changed."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ffnlab.errors import FFNLabError
+from ffnlab.experiments import registry
+from ffnlab.experiments.quality import PLATEAU, Quality, choose_lr, improvement
+from ffnlab.experiments.registry import Context, Experiment, apply_labels, reusable, run_experiment
+from ffnlab.results import INCONCLUSIVE, Result
+
+
+def quality(test_loss=1.5, best=2.0, bar=0.2, imp=0.001, plateau=True, exempt=""):
+    return Quality("m", 1, "mlp", 1e-3, 100, test_loss, 1000, best, "trigram", bar, imp, plateau, exempt)
+
+
+@pytest.mark.parametrize("q, meets", [
+    (quality(), True),                                         # 0.5 below the best n-gram, at a plateau
+    (quality(test_loss=1.85), False),                          # 0.15 below: short of a 0.2 bar
+    (quality(imp=0.05), False),                                # still falling 5% over the last 20% of steps
+    (quality(imp=0.05, plateau=False), True),                  # quick: no plateau asked
+    (quality(test_loss=2.5, exempt="a control"), True),        # an exempt control never blocks a verdict
+    (quality(imp=None), False),                                # plateau asked but not measurable
+])
+def test_the_bar_can_be_met_and_missed(q, meets):
+    assert q.meets is meets
+    assert (q.shortfall() == "") is meets
+
+
+def test_improvement_is_measured_over_the_last_fifth_of_the_steps():
+    hist = [{"step": s, "val_loss": v} for s, v in [(20, 3.0), (80, 2.0), (90, 1.995), (100, 1.99)]]
+    assert improvement(hist, 100) == pytest.approx((2.0 - 1.99) / 2.0)
+    assert improvement(hist, 100) < PLATEAU
+    assert improvement(hist[:1], 100) is None
+
+
+def _ctx(seeds, trained):
+    return Context(mode="quick", seeds=tuple(seeds), results=Path("."), trained=list(trained))
+
+
+def _result(verdict="supported"):
+    return Result(name="x", claim="C3", title="", version=1, mode="quick", method="", verdict=verdict,
+                  reason="the gap clears 0.02")
+
+
+EXP = Experiment("x", "C3", 1, "", lambda ctx: None, {"quick": 1, "full": 3})
+
+
+@pytest.mark.parametrize("seeds, trained, expected", [
+    ((0, 1, 2), [quality()], "supported"),
+    ((0,), [quality()], "indicative: supported"),
+    ((0, 1), [], "indicative: supported"),
+    ((0, 1, 2), [quality(), quality(test_loss=1.9)], INCONCLUSIVE),
+    ((0,), [quality(test_loss=1.9)], INCONCLUSIVE),
+])
+def test_labels_on_verdicts(seeds, trained, expected):
+    r = _result()
+    apply_labels(r, _ctx(seeds, trained), EXP)
+    assert r.verdict == expected
+    assert len(r.training) == len(trained)
+    if expected == INCONCLUSIVE:
+        assert r.extra["verdict_if_trained"]["verdict"].endswith("supported")
+        assert "1.900" in r.reason and "ffnlab run x --full" in r.reason
+
+
+def test_a_deterministic_measurement_is_not_labelled_indicative():
+    r = _result()
+    apply_labels(r, _ctx((0,), []), Experiment("x", "C5", 1, "", lambda c: None, {}, seeded=False))
+    assert r.verdict == "supported"
+
+
+def test_learning_rate_is_chosen_on_validation_and_cached(tmp_path):
+    losses = {1e-3: 3.0, 3e-3: 2.5, 1e-2: float("nan")}
+    calls = []
+
+    def train_at(lr):
+        calls.append(lr)
+        if lr == 3e-2:
+            raise FFNLabError("training diverged")
+        return SimpleNamespace(val_loss=losses.get(lr, 9.0))
+
+    path = tmp_path / "sweep.json"
+    record = choose_lr(path, (1e-3, 3e-3, 1e-2, 3e-2), train_at)
+    assert record["chosen"] == 3e-3 and "diverged" in record["failed"][repr(3e-2)]
+    assert choose_lr(path, (1e-3, 3e-3, 1e-2, 3e-2), train_at) == json.loads(path.read_text())
+    assert len(calls) == 4  # the second call read the cache
+    with pytest.raises(FFNLabError, match="every learning rate"):
+        choose_lr(tmp_path / "none.json", (1e-2,), train_at)
+
+
+def test_a_result_from_other_code_is_recomputed_unless_reuse_stale(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(ctx):
+        calls.append(1)
+        return Result(name="", claim="", title="", version=0, mode=ctx.mode, method="m", verdict="supported",
+                      reason=f"run {len(calls)}")
+
+    monkeypatch.setitem(registry.EXPERIMENTS, "fake-exp",
+                        Experiment("fake-exp", "C9", 1, "a fake", fake, {"quick": 1, "full": 3}))
+    monkeypatch.setattr(registry, "load_all", lambda: dict(registry.EXPERIMENTS))
+    first = run_experiment("fake-exp", results=tmp_path, progress=False)
+    assert run_experiment("fake-exp", results=tmp_path, progress=False).reason == first.reason
+    assert len(calls) == 1  # same code: reused
+    # the stored result was made by other code: change its fingerprint on disk
+    path = tmp_path / "experiments" / "fake-exp-quick.json"
+    stored = json.loads(path.read_text())
+    stored["code_fingerprint"] = "0123456789abcdef"
+    path.write_text(json.dumps(stored))
+    old = Result.load(path)
+    assert not reusable(old, registry.EXPERIMENTS["fake-exp"], 1, None, {})
+    kept = run_experiment("fake-exp", results=tmp_path, progress=False, reuse_stale=True)
+    assert kept.code_fingerprint == "0123456789abcdef" and len(calls) == 1
+    again = run_experiment("fake-exp", results=tmp_path, progress=False)
+    assert len(calls) == 2 and again.code_fingerprint == registry.EXPERIMENTS["fake-exp"].fingerprint()
