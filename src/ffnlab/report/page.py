@@ -99,7 +99,8 @@ footer{color:var(--muted);font-size:.85rem;margin-top:3rem;border-top:1px solid 
 def render_page(study: StoredStudy) -> str:
     grouped = study.by_claim()
     ids = list(CLAIMS) + [c for c in grouped if c not in CLAIMS]
-    body = [f"<h1>{esc(QUESTION)}</h1>", _answer(study), _overview(study, ids), _toc(study, ids)]
+    body = [f"<h1>{esc(QUESTION)}</h1>", _answer(study), _overview(study, ids), sections.models_section(study),
+            _toc(study, ids)]
     if study.failures:
         body.append(_failures(study))
     for claim_id in ids:
@@ -161,6 +162,8 @@ def _toc(study: StoredStudy, ids: list[str]) -> str:
     items = [f'<li><a href="#{anchor_id(c)}">{esc(c)} · {esc(claim(c).topic)}</a></li>' for c in ids]
     if study.failures:
         items.insert(0, '<li><a href="#failures">Failed experiments</a></li>')
+    if any(r.training for r in study.results):
+        items.insert(0, '<li><a href="#models">Are the models worth measuring?</a></li>')
     items.append('<li><a href="#reproducibility">Reproducibility</a></li>')
     return f'<nav class="toc" id="contents"><h2>Contents</h2><ol>{"".join(items)}</ol></nav>'
 

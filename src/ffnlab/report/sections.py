@@ -99,24 +99,50 @@ def _stale(r: Result) -> str:
             f"<code>{esc(r.command)}</code> recomputes it.</p>")
 
 
-def _training(r: Result) -> str:
-    """Every trained language model beside the n-gram baselines of its tokenization."""
-    if not r.training:
-        return ""
+def training_table(qualities: list[dict], experiments: list[str] | None = None) -> str:
+    """Trained language models beside the n-gram baselines of their tokenization (`quality.Quality`)."""
     rows = []
-    for q in r.training:
+    for i, q in enumerate(qualities):
         imp = q.get("improvement")
         plateau = "—" if imp is None else f"{100 * imp:.1f}% ({'yes' if q.get('plateaued') else 'no'})"
         standing = f"exempt: {q['exempt']}" if q.get("exempt") else ("meets the bar" if q["meets"] else "misses it")
-        rows.append([q["name"], q["family"], q["lr"], q["steps"], q["test_loss"], q["best_ngram"],
-                     q.get("ngram_order", ""), q["gap"], q["bar"], plateau, standing])
-    return "<h4>Trained models against their bar</h4>" + table(
-        ["model", "FFN family", "lr", "steps", "test loss", "best n-gram", "n-gram", "gap (nats)", "bar",
-         "last-20% fall (plateau)", "standing"], rows,
-        note="Test loss in nats per token over the test split; the best n-gram is the best of unigram, "
-             "Kneser-Ney bigram and trigram of the same tokenization, fitted on training and tuned on validation, "
-             "scored on the same test tokens. The learning rate is the one the model's FFN family won in a "
-             "sweep on validation.")
+        row = [q["name"], q["family"], q["lr"], q["steps"], q["test_loss"], q["best_ngram"], q.get("ngram_order", ""),
+               q["gap"], q["bar"], plateau, standing]
+        rows.append(([experiments[i]] if experiments else []) + row)
+    columns = ["model", "FFN family", "lr", "steps", "test loss", "best n-gram", "n-gram", "gap (nats)", "bar",
+               "last-20% fall (plateau)", "standing"]
+    return table((["experiment"] if experiments else []) + columns, rows,
+                 note="Test loss in nats per token over the test split; the best n-gram is the best of unigram, "
+                      "Kneser-Ney bigram and trigram of the same tokenization, fitted on training and tuned on "
+                      "validation, scored on the same test tokens; gap = best n-gram minus model. The learning rate "
+                      "is the one the model's FFN family won in a sweep on validation.")
+
+
+def _training(r: Result) -> str:
+    if not r.training:
+        return ""
+    return "<h4>Trained models against their bar</h4>" + training_table(r.training)
+
+
+def models_section(study: StoredStudy) -> str:
+    """Every trained language model of the stored results, once, against its bar."""
+    seen, qualities, owners = set(), [], []
+    for r in study.results:
+        for q in r.training:
+            key = (q["name"], q.get("run_id"))
+            if key not in seen:
+                seen.add(key)
+                qualities.append(q)
+                owners.append(r.name)
+    if not qualities:
+        return ""
+    measured = [q for q in qualities if not q.get("exempt") and q.get("bar") is not None]
+    meets = sum(q["meets"] for q in measured)
+    return ('<section id="models"><h2>Are the models worth measuring?</h2>'
+            f"<p>{meets} of {len(measured)} trained language models clear their bar (the rest of the "
+            f"{len(qualities)} are exempt controls or synthetic tasks). An experiment that rests on a model "
+            "which misses it has the verdict <em>inconclusive (under-trained)</em>.</p>"
+            + training_table(qualities, owners) + "</section>")
 
 
 def _verdict(r: Result) -> str:
