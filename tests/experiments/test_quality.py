@@ -117,3 +117,4 @@ def test_a_result_from_other_code_is_recomputed_unless_reuse_stale(tmp_path, mon
     assert kept.code_fingerprint == "0123456789abcdef" and len(calls) == 1
     again = run_experiment("fake-exp", results=tmp_path, progress=False)
     assert len(calls) == 2 and again.code_fingerprint == registry.EXPERIMENTS["fake-exp"].fingerprint()
+

@@ -91,7 +91,8 @@ def train_config(ctx: Context, seed: int, **changes) -> TrainConfig:
     # fp32: at these widths bf16 autocast costs more in casts than it saves in matmuls
     cfg = TrainConfig(steps=s.steps, batch_size=s.batch_size, seq_len=s.seq_len, lr=3e-3, min_lr=3e-4,
                       warmup=max(1, s.steps // 10), eval_every=max(1, s.steps // 10), eval_batches=s.eval_batches,
-                      checkpoint_every=s.steps, precision="fp32", seed=seed, log_every=max(1, s.steps // 20))
+                      checkpoint_every=max(1, s.steps // 10), precision="fp32", seed=seed,
+                      log_every=max(1, s.steps // 20))  # a checkpoint every 10%: an interrupted study loses little
     return cfg.replace(**changes) if changes else cfg
 
 
