@@ -29,6 +29,7 @@ def deep_model(ctx: Context, vocab_size: int, **changes) -> ModelConfig:
     s = size(ctx)
     d = max(32, s.d_model // 2)  # deep and narrow keeps 12+ layers cheap
     cfg = ModelConfig(vocab_size=vocab_size, d_model=d, n_layers=s.deep_layers, n_heads=4 if d >= 32 else 2,
+                      positions="rotary",
                       max_seq_len=128, ffn=FFNConfig(kind="mlp", activation="gelu", ratio=4.0))
     return cfg.replace(**changes) if changes else cfg
 
