@@ -95,6 +95,14 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (for wall-clock timings); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def rng_state(device: torch.device) -> Tensor | None:
     """The generator state of `device` (a CPU uint8 tensor), or None for devices that use torch's CPU one."""
     if device.type == "cuda":

@@ -7,10 +7,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ffnlab import device as dev
+from ffnlab.cli import main
 from ffnlab.errors import FFNLabError
+from ffnlab.store import Store
 from ffnlab.train import evaluate, load_model, train
 from ffnlab.train.checkpoint import checkpoint_dir
 
+from test_commands import TINY
 from test_trainer import CFG, Crash, CrashAt, tiny, weights
 
 
@@ -32,6 +35,18 @@ def test_cpu_and_auto_without_cuda_train_the_same_run(char_data, tmp_path, monke
     assert [k for k in saved if k.startswith("rng.")] == ["rng.torch"]  # the CPU has no generator of its own
     with pytest.raises(FFNLabError, match="device 'cuda' is not available here"):
         train(tiny(char_data.vocab_size), cfg, char_data, tmp_path / "cuda", progress=False, device="cuda")
+
+
+def test_train_command_with_device_cpu_and_auto_writes_identical_checkpoints(play_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(dev, "cuda_available", lambda: False)
+    monkeypatch.setattr(dev, "mps_available", lambda: False)
+    for device in ("cpu", "auto"):
+        assert main(["train", *TINY, "--data", str(play_dir), "--results", str(tmp_path), "--name", device,
+                     "--device", device]) == 0
+    a, b = (load_file(tmp_path / "runs" / d / "checkpoint" / "model.safetensors") for d in ("cpu", "auto"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    runs = Store(tmp_path).runs(kind="train")
+    assert [r.summary["device"] for r in runs] == ["cpu", "cpu"]
 
 
 def test_a_checkpoint_from_another_device_resumes_exactly_on_the_cpu(char_data, tmp_path):

@@ -1,4 +1,4 @@
-"""Options shared by the commands that run experiments (`run`, `study`); not a subcommand itself."""
+"""Options shared by several commands (`run`, `study`; --device everywhere a model runs); not a subcommand."""
 
 from __future__ import annotations
 
@@ -16,3 +16,21 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", metavar="DIR", help="results directory (default: $FFNLAB_RESULTS or ./results)")
     parser.add_argument("--data", metavar="PATH", help="corpus: a text file, directory or glob (default: Shakespeare)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_option(parser)
+
+
+def _device(name: str) -> str:
+    from ffnlab.device import resolve_device
+    from ffnlab.errors import FFNLabError
+
+    try:
+        resolve_device(name)
+    except FFNLabError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device auto|cpu|cuda|mps; a device that is not here is a usage error (exit 2)."""
+    parser.add_argument("--device", default="auto", metavar="DEVICE", type=_device,
+                        help="where models run: auto (cuda, else mps, else cpu; default), cpu, cuda[:N] or mps")

@@ -83,7 +83,8 @@ def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name
     """Train (or reuse a finished identical run from the store) and return the model in eval mode."""
     store = Store(ctx.results)
     out = Path(ctx.results) / "runs" / run_hash(model_cfg, train_cfg, task)
-    return train_or_reuse(model_cfg, train_cfg, task, out, store=store, name=name, progress=ctx.progress)
+    return train_or_reuse(model_cfg, train_cfg, task, out, store=store, name=name, progress=ctx.progress,
+                          device=ctx.device)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ class Context:
     data: str | None = None  # corpus path; None = the default corpus
     progress: bool = True
     options: dict = field(default_factory=dict)
+    device: str = "auto"  # where models train and run (not part of a result's identity)
 
     @property
     def quick(self) -> bool:
@@ -90,7 +91,7 @@ def stored(name: str, mode: str, results: str | Path | None = None) -> Result | 
 
 def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, results: str | Path | None = None,
                    data: str | None = None, reuse: bool = True, progress: bool = True,
-                   options: dict | None = None) -> Result:
+                   options: dict | None = None, device: str = "auto") -> Result:
     """Run one experiment (or reuse its stored result) and save its `Result`."""
     if mode not in MODES:
         raise unknown("mode", mode, MODES)
@@ -106,7 +107,7 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
                 and old.config.get("options", {}) == dict(options or {})):
             return old
     ctx = Context(mode=mode, seeds=tuple(range(n_seeds)), results=root, data=data, progress=progress,
-                  options=dict(options or {}))
+                  options=dict(options or {}), device=device)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     result = exp.fn(ctx)
