@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F_
 
 from ffnlab.analysis.accounting import flops_per_token
-from ffnlab.device import autocast, bf16_supported
+from ffnlab.device import autocast, bf16_supported, synchronize
 from ffnlab.model import Transformer, preset
 from ffnlab.train import TrainConfig
 from ffnlab.train.trainer import make_optimizer, train_step
@@ -51,11 +51,18 @@ def hf_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return loss.item()
 
 
-def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> float:
-    """FLOP/s of the best of `repeats` (n x n) @ (n x n) products: this CPU's practical peak."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def matmul_peak(dtype: torch.dtype, n: int, repeats: int, device: torch.device | str = "cpu") -> float:
+    """FLOP/s of the best of `repeats` (n x n) @ (n x n) products: the device's practical peak."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
     a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+
+    def product() -> None:
+        a @ b
+        synchronize(device)
+
+    synchronize(device)
+    best = min(_seconds(product) for _ in range(repeats))
     return 2 * n**3 / best
 
 
