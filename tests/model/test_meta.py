@@ -69,7 +69,8 @@ def test_meta_forward_of_moe_uses_no_cpu_tensor():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_forward_and_backward_never_synchronise():
+def test_cuda_forward_never_synchronises():
+    """The forward, hooks and all (the backward is PyTorch's: its embedding gradient reads a count)."""
     torch.manual_seed(0)
     model = Transformer(preset("tiny", ffn=ffn_config("moe", capacity_factor=1.0))).cuda()
     tokens = torch.randint(0, 256, (4, 32), device="cuda")
@@ -77,10 +78,17 @@ def test_cuda_forward_and_backward_never_synchronise():
     torch.cuda.set_sync_debug_mode("error")
     try:
         logits = model(tokens)
-        (logits.logsumexp(-1).mean() + model.aux_loss()).backward()
+        with capture(model, ["blocks.0.ffn.hook_post", "blocks.1.ffn.hook_pre"]) as cache:
+            model(tokens)
+        aux = model.aux_loss()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert logits.device.type == "cuda"
+    (logits.logsumexp(-1).mean() + aux).backward()
+    assert logits.device.type == "cuda" and cache["blocks.0.ffn.hook_post"].device.type == "cuda"
+    with torch.no_grad(), capture(model, ["blocks.0.ffn.hook_post"], device="cpu") as moved:
+        model(tokens)
+    assert moved["blocks.0.ffn.hook_post"].device.type == "cpu"
+    torch.testing.assert_close(moved["blocks.0.ffn.hook_post"], cache["blocks.0.ffn.hook_post"].cpu())
     cpu = Transformer(preset("tiny", ffn=ffn_config("moe", capacity_factor=1.0)))
     cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     torch.testing.assert_close(logits.detach().cpu(), cpu(tokens.cpu()).detach(), rtol=1e-4, atol=1e-4)

@@ -81,7 +81,7 @@ class MoE(FFN):
         share = slots.float().mean(0)  # f_e: share of routed slots per expert (no gradient)
         self._aux = self.aux_loss_coef * e * (share * probs.mean(0)).sum()
 
-        token = torch.arange(n, device=x.device).repeat_interleave(self.top_k)
+        token = torch.arange(n * self.top_k, device=x.device) // self.top_k  # (N*k,) token of each slot
         gate = weights.reshape(-1)
         padded = self.dispatch == "padded" or (self.dispatch == "auto" and x.device.type != "cpu")
         if padded:
