@@ -20,10 +20,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(name: str) -> str:
-    from ffnlab.device import resolve_device
-    from ffnlab.errors import FFNLabError
+    from ffnlab.device import DEVICES, resolve_device
+    from ffnlab.errors import FFNLabError, unknown
 
     try:
+        if name.split(":")[0] not in DEVICES:  # meta (shapes only) is for Python, not for runs
+            raise unknown("device", name, DEVICES)
         resolve_device(name)
     except FFNLabError as err:
         raise argparse.ArgumentTypeError(str(err)) from None

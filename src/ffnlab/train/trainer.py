@@ -221,13 +221,13 @@ def _loop(model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig, data
     bar = tqdm(total=cfg.steps * cfg.tokens_per_step, initial=state.step * cfg.tokens_per_step, unit="tok",
                unit_scale=True, disable=not progress, desc=name or "train", dynamic_ncols=True)
     last_good = state.step if checkpoint_dir(out_dir) else None
+    device = module_device(model)
     try:
         for step in range(state.step, cfg.steps):
             t0 = time.perf_counter()
             lr = lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            device = module_device(model)
             batches = [to_device(data.batch("train", step * cfg.grad_accum + micro, cfg.batch_size, cfg.seq_len,
                                             cfg.seed), device) for micro in range(cfg.grad_accum)]
             loss = train_step(model, opt, batches, cfg)
