@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.results import Result, code_version, results_dir
 
@@ -114,7 +115,8 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
     result.name, result.claim, result.version, result.mode = exp.name, exp.claim, exp.version, mode
     result.title = result.title or exp.title
     result.seeds = list(ctx.seeds)
-    result.config = {**result.config, "data": data, "options": dict(ctx.options)}
+    result.config = {**result.config, "data": data, "options": dict(ctx.options),
+                     "device": resolve_device(device).type}  # provenance only: not part of the reuse key
     result.code_version = code_version()
     result.started = started
     result.wall_seconds = time.perf_counter() - t0
