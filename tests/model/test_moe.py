@@ -62,3 +62,19 @@ def test_dropped_fraction_counts_slots_over_capacity():
     ffn.dispatch = "padded"
     ffn(torch.randn(1, 8, D))
     assert ffn.dropped_fraction == pytest.approx(1 - 4 / 16)
+
+
+def test_hooked_moe_runs_under_bf16_autocast_on_both_paths():
+    """The dense hook views are float32 like the input, whatever autocast makes of the experts' outputs."""
+    torch.manual_seed(2)
+    ffn = moe(capacity_factor=1.0)
+    x = torch.randn(2, 10, D)
+    outs = {}
+    for dispatch in ("indexed", "padded"):
+        ffn.dispatch = dispatch
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), \
+                capture(ffn, ["hook_pre", "hook_post"]) as cache:
+            outs[dispatch] = (ffn(x).float(), cache["hook_post"])
+        assert cache["hook_pre"].dtype == cache["hook_post"].dtype == torch.float32
+    torch.testing.assert_close(outs["padded"][0], outs["indexed"][0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(outs["padded"][1], outs["indexed"][1], rtol=0, atol=0)

@@ -111,9 +111,9 @@ class MoE(FFN):
             idx, g = token[sel], gate[sel]
             pre = expert_ffn.pre(flat[idx])
             post = expert_ffn.act(pre, flat[idx])
-            if dense:
-                pre_all[idx, i] = pre
-                post_all[idx, i] = post
+            if dense:  # the dense views keep the input's dtype (under autocast, pre and post are bf16)
+                pre_all[idx, i] = pre.to(pre_all.dtype)
+                post_all[idx, i] = post.to(post_all.dtype)
             routed.append((i, idx, g, post))
         if dense:
             post_all = self._dense_hooks(shape, pre_all, post_all)
