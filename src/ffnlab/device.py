@@ -10,6 +10,7 @@ Depends on torch and `ffnlab.errors` only, so every layer (model excepted) can u
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 from torch import Tensor
@@ -17,8 +18,6 @@ from torch import Tensor
 from ffnlab.errors import FFNLabError, unknown
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# devices with a generator of their own beside torch's CPU one (saved in checkpoints)
-RNG_DEVICES = ("cuda", "mps")
 
 
 def cuda_available() -> bool:
@@ -55,7 +54,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if spec.type in ("cpu", "meta"):
         return spec
     if spec.type not in available():
-        raise FFNLabError(f"device {spec.type!r} is not available here; available: {', '.join(['auto', *available()])}")
+        here = ", ".join(["auto", *available()])
+        raise FFNLabError(f"device {spec.type!r} is not available here; available: {here}")
     if spec.type == "cuda" and spec.index is not None and spec.index >= torch.cuda.device_count():
         raise FFNLabError(f"device {str(spec)!r} does not exist; this machine has {torch.cuda.device_count()} "
                           "CUDA device(s)")
@@ -90,9 +90,8 @@ def to_device(tensors: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor
 
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter (or buffer); cpu for a module with neither."""
-    for t in (*module.parameters(), *module.buffers()):
-        return t.device
-    return torch.device("cpu")
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def synchronize(device: torch.device) -> None:
