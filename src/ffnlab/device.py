@@ -82,10 +82,13 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 
 def to_device(tensors: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor, ...]:
     """Move a batch (CPU tensors from a data source) to `device` once; asynchronous from pinned memory on CUDA."""
-    if device.type == "cpu":
-        return tuple(tensors)
-    non_blocking = device.type == "cuda"
-    return tuple(t.pin_memory().to(device, non_blocking=True) if non_blocking else t.to(device) for t in tensors)
+    def move(t: Tensor) -> Tensor:
+        if t.device == device:
+            return t
+        if device.type == "cuda" and t.device.type == "cpu":
+            return t.pin_memory().to(device, non_blocking=True)
+        return t.to(device)
+    return tuple(move(t) for t in tensors)
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
