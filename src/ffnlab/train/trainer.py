@@ -103,12 +103,15 @@ def train_step(model: Transformer, opt: torch.optim.Optimizer, batches: list[tup
 
     A non-finite loss returns before the update, so the weights stay those of the last good step.
     """
-    loss = 0.0
     device = module_device(model)
+    lms = []
     for inputs, targets in batches:
         with autocast(device, cfg.precision):
             total, lm = loss_of(model, inputs, targets)
         (total / len(batches)).backward()
+        lms.append(lm.detach())
+    loss = 0.0
+    for lm in lms:  # read after every micro-batch is queued: one wait per step on an accelerator
         loss += lm.item() / len(batches)
     if math.isfinite(loss):
         if cfg.grad_clip:
