@@ -130,17 +130,21 @@ def evaluate(model: Transformer, data: Data, split: str = "val", batches: int = 
         data = for_model(model.config, data)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    sums, count = [], 0
     try:
         for i in range(batches):
-            inputs, targets = to_device(data.batch(split, i, batch_size, seq_len, seed), device)
+            batch = data.batch(split, i, batch_size, seq_len, seed)
+            count += int((batch[1] != IGNORE).sum())  # counted on the CPU: no wait for the device
+            inputs, targets = to_device(batch, device)
             with autocast(device, precision):
                 logits = model(inputs)
-            total += F_.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
-                                      reduction="sum").item()
-            count += int((targets != IGNORE).sum())
+            sums.append(F_.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                                         reduction="sum"))
     finally:
         model.train(was_training)
+    total = 0.0
+    for part in sums:  # read once every batch is queued
+        total += part.item()
     return total / max(count, 1)
 
 
