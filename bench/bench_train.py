@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F_
 
 from ffnlab.analysis.accounting import flops_per_token
+from ffnlab.device import autocast, bf16_supported, synchronize
 from ffnlab.model import Transformer, preset
 from ffnlab.train import TrainConfig
-from ffnlab.train.trainer import autocast, bf16_supported, make_optimizer, train_step
+from ffnlab.train.trainer import make_optimizer, train_step
 
 TARGET_SPEEDUP, TARGET_MFU = 1.5, 0.40
 
@@ -40,7 +41,7 @@ def gpt2_like(cfg) -> torch.nn.Module:
 def hf_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
             precision: str) -> float:
     """The usual PyTorch loop around a Hugging Face model: same loss, clipping and AdamW as ffnlab."""
-    with autocast(precision):
+    with autocast("cpu", precision):
         logits = model(input_ids=x).logits
         loss = F_.cross_entropy(logits.flatten(0, 1), y.flatten())
     loss.backward()
@@ -50,11 +51,18 @@ def hf_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return loss.item()
 
 
-def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> float:
-    """FLOP/s of the best of `repeats` (n x n) @ (n x n) products: this CPU's practical peak."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def matmul_peak(dtype: torch.dtype, n: int, repeats: int, device: torch.device | str = "cpu") -> float:
+    """FLOP/s of the best of `repeats` (n x n) @ (n x n) products: the device's practical peak."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
     a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+
+    def product() -> None:
+        a @ b
+        synchronize(device)
+
+    synchronize(device)
+    best = min(_seconds(product) for _ in range(repeats))
     return 2 * n**3 / best
 
 

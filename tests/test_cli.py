@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from ffnlab.cli import main
 
@@ -41,3 +42,21 @@ def test_params_compares_kinds(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["ffn"] for r in rows] == ["mlp", "swiglu", "none"]
     assert rows[2]["crossover_attention_total"] is None
+
+
+ABSENT = next((d for d, here in (("cuda", torch.cuda.is_available()), ("mps", torch.backends.mps.is_available()))
+               if not here), None)
+
+
+@pytest.mark.skipif(ABSENT is None, reason="every device type is present")
+@pytest.mark.parametrize("args", [["train"], ["memories", "m"], ["neuron", "m", "0", "0"], ["trace", "m"],
+                                  ["run", "rank-collapse"], ["study"]])
+def test_every_command_that_runs_a_model_takes_device_and_refuses_an_absent_one(args, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([*args, "--device", ABSENT])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"argument --device: device '{ABSENT}' is not available here; available: auto, cpu" in err
+    with pytest.raises(SystemExit):
+        main([*args, "--help"])
+    assert "--device DEVICE" in capsys.readouterr().out

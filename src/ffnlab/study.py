@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.report import fmt
 from ffnlab.report.answer import headline
@@ -99,15 +100,18 @@ def environment() -> dict[str, str]:
 
 def run_study(mode: str = "quick", results: str | Path | None = None, data: str | None = None,
               only: list[str] | None = None, progress: bool = True, render: bool = True,
-              log: Any = print, options: dict[str, Any] | None = None, reuse_stale: bool = False) -> StudyRun:
+              log: Any = print, options: dict[str, Any] | None = None, reuse_stale: bool = False,
+              device: str = "auto") -> StudyRun:
     """Run (or reuse) every registered experiment of `mode`, record each outcome, render the report.
 
-    `options` go to every experiment (e.g. ``{"size": "test"}`` for the tiny models of the tests).
+    `options` go to every experiment (e.g. ``{"size": "test"}`` for the tiny models of the tests);
+    `device` is where their models train and run ("auto": cuda, else mps, else cpu).
     """
     from ffnlab.experiments.registry import MODES, load_all, run_experiment
 
     if mode not in MODES:
         raise unknown("mode", mode, MODES)
+    resolve_device(device)  # a device that is not here fails once, not once per experiment
     root = results_dir(results)
     t0 = time.perf_counter()
     import_failures = _import_experiments()
@@ -134,7 +138,7 @@ def run_study(mode: str = "quick", results: str | Path | None = None, data: str 
         t = time.perf_counter()
         try:
             result = run_experiment(name, mode, results=root, data=data, progress=progress, options=options,
-                                    reuse_stale=reuse_stale)
+                                    reuse_stale=reuse_stale, device=device)
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 (one experiment's failure must not lose the others)

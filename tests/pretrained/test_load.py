@@ -91,3 +91,30 @@ def test_models_command_lists_a_given_checkpoint(saved, capsys):
     rows = json.loads(capsys.readouterr().out)
     mine = [r for r in rows if r["source"] == str(saved["gpt2"][0])]
     assert mine and mine[0]["architecture"] == "gpt2" and mine[0]["d_ff"] == 64
+
+
+def test_device_argument_places_the_model(saved, monkeypatch):
+    from ffnlab import device as dev
+
+    monkeypatch.setattr(dev, "cuda_available", lambda: False)
+    monkeypatch.setattr(dev, "mps_available", lambda: False)
+    path, hf = saved["llama"]
+    model = load(path, device="auto", dtype="float32")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    with torch.no_grad():
+        assert torch.equal(model(tokens()), hf(input_ids=tokens()).logits)
+    with pytest.raises(FFNLabError, match="device 'cuda' is not available here; available: auto, cpu"):
+        load(path, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert-mlm"])
+def test_loaded_on_cuda_gives_the_cpu_logits_and_passes_its_hook_check(saved, kind):
+    path, hf = saved[kind]
+    model = load(path, device="cuda")  # verify() runs on the GPU
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    with torch.no_grad():
+        logits = model(tokens().cuda())
+        assert logits.device.type == "cuda"
+        torch.testing.assert_close(logits.cpu(), hf(input_ids=tokens()).logits, rtol=1e-4, atol=1e-4)
+    assert model.meta["hook_check"]["logits with hooks"] == 0.0

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.model.hooks import ABLATIONS, ablate, capture
 
@@ -35,10 +36,11 @@ def ffn_out(layer: int) -> str:
 
 @torch.no_grad()
 def mean_loss(model, tokens: Tensor, loss_fn: LossFn, batch_size: int) -> float:
-    """Token-weighted mean of `loss_fn` over batches of `tokens`."""
+    """Token-weighted mean of `loss_fn` over batches of `tokens` (moved to the model's device)."""
     total, n = 0.0, 0
+    device = module_device(model)
     for start in range(0, tokens.shape[0], batch_size):
-        part = tokens[start:start + batch_size]
+        part = tokens[start:start + batch_size].to(device)
         total += float(loss_fn(model, part)) * part.shape[0]
         n += part.shape[0]
     return total / n

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 import torch
 from torch import Tensor
 
+from ffnlab.device import module_device
 from ffnlab.model.hooks import Hooked, capture, hooks, scale
 
 
@@ -27,10 +28,12 @@ def integrated_gradients(model: Hooked, tokens: Tensor, answer: int, layer: int,
                          position: int = -1) -> Tensor:
     """Attribution (F,) of layer `layer`'s neurons at `position` of `tokens` (1, T) to p(answer)."""
     name = _post(layer)
+    tokens = tokens.to(module_device(model))
     with torch.no_grad(), capture(model, [name]) as cache:
         model(tokens)
     act = cache[name][0, position].float()  # (F,)
-    alphas = (torch.arange(steps, dtype=torch.float32) + 1) / steps  # right Riemann sum, ends at alpha = 1
+    # right Riemann sum, ends at alpha = 1
+    alphas = (torch.arange(steps, dtype=torch.float32, device=act.device) + 1) / steps
     scaled = (alphas[:, None] * act).requires_grad_()  # (steps, F): one path point per row
     t = tokens.shape[1]
     pos = position % t
@@ -42,7 +45,7 @@ def integrated_gradients(model: Hooked, tokens: Tensor, answer: int, layer: int,
     with torch.enable_grad(), hooks(model, {name: edit}):
         probs = model(tokens.expand(steps, t))[:, -1].float().softmax(-1)[:, answer]
         (grad,) = torch.autograd.grad(probs.sum(), scaled)
-    return act * grad.mean(0)
+    return (act * grad.mean(0)).cpu()
 
 
 def attribute(model: Hooked, tokens: Tensor, answer: int, layers: Sequence[int] | None = None,
@@ -87,7 +90,7 @@ def answer_prob(model: Hooked, tokens: Tensor, answer: int, neurons: Sequence[tu
     with ExitStack() as stack:
         for layer, idx in by_layer.items():
             stack.enter_context(scale(model, _post(layer), idx, factor))
-        return float(model(tokens)[0, -1].float().softmax(-1)[answer])
+        return float(model(tokens.to(module_device(model)))[0, -1].float().softmax(-1)[answer])
 
 
 def neuron_effects(model: Hooked, tokens: Tensor, answer: int, neurons: Sequence[tuple[int, int]], width: int,

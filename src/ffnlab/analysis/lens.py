@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ffnlab.device import module_device
 from ffnlab.model.hooks import ablate, capture
 
 
@@ -54,15 +55,15 @@ def logit_lens(model, tokens: Tensor, batch_size: int = 8) -> LensResult:
     n_layers = model.n_layers
     names = [f"blocks.{i}.hook_resid_{where}" for i in range(n_layers) for where in ("mid", "post")]
     sums = torch.zeros(n_layers, 4, dtype=torch.float64)  # kl before, kl after, top1 before, top1 after
-    count = 0
+    count, device = 0, module_device(model)
     for start in range(0, tokens.shape[0], batch_size):
-        part = tokens[start:start + batch_size]
+        part = tokens[start:start + batch_size].to(device)
         with capture(model, names, device=None) as cache:
             final_logp = model(part).float().log_softmax(-1)
         for i in range(n_layers):
             kl_b, top_b = _kl_and_agreement(final_logp, model.unembed(cache[f"blocks.{i}.hook_resid_mid"]))
             kl_a, top_a = _kl_and_agreement(final_logp, model.unembed(cache[f"blocks.{i}.hook_resid_post"]))
-            sums[i] += torch.stack([kl_b, kl_a, top_b, top_a]).double()
+            sums[i] += torch.stack([kl_b, kl_a, top_b, top_a]).double().cpu()
         count += part.shape[0] * part.shape[1]
     mean = (sums / count).T.tolist()
     return LensResult(*mean)
@@ -103,9 +104,9 @@ def attention_shift(model, tokens: Tensor, how: str = "zero", reference: dict[st
     n_layers = model.n_layers
     patterns = [f"blocks.{j}.attn.hook_pattern" for j in range(n_layers)]
     tv_sum = [[None] * n_layers for _ in range(n_layers)]  # [l][j] -> (H,) summed over rows
-    rows = 0
+    rows, device = 0, module_device(model)
     for start in range(0, tokens.shape[0], batch_size):
-        part = tokens[start:start + batch_size]
+        part = tokens[start:start + batch_size].to(device)
         with capture(model, patterns, device=None) as clean:
             model(part)
         for layer in range(n_layers - 1):
@@ -122,5 +123,5 @@ def attention_shift(model, tokens: Tensor, how: str = "zero", reference: dict[st
                 total = tv.double().sum((0, 2))
                 tv_sum[layer][j] = total if tv_sum[layer][j] is None else tv_sum[layer][j] + total
         rows += part.shape[0] * part.shape[1]
-    tv = [[(tv_sum[layer][j] / rows).tolist() for j in range(layer + 1, n_layers)] for layer in range(n_layers)]
+    tv = [[(tv_sum[layer][j].cpu() / rows).tolist() for j in range(layer + 1, n_layers)] for layer in range(n_layers)]
     return AttentionShift(how, tv)

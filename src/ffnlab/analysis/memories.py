@@ -13,6 +13,7 @@
 
 A value is projected with the model's own `unembed` (final norm and head); a neuron with a
 negative coefficient (gated FFNs) adds -|m| v, so its projection is read with the sign flipped.
+The model may sit on any device; what these functions return is on the CPU, beside the statistics.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import torch
 from torch import Tensor
 
 from ffnlab.analysis.neurons import NeuronStats
+from ffnlab.device import module_device
 from ffnlab.model.hooks import Hooked, capture
 
 
 @torch.no_grad()
 def value_logits(model: Hooked, layer: int, neurons: Sequence[int] | Tensor | None = None, chunk: int = 512) -> Tensor:
-    """The vocabulary projection of layer `layer`'s value vectors (all, or `neurons`): (F, V) float32."""
-    return torch.cat(list(_value_logit_chunks(model, layer, neurons, chunk)))
+    """The vocabulary projection of layer `layer`'s value vectors (all, or `neurons`): (F, V) float32, on the CPU."""
+    return torch.cat([part.cpu() for part in _value_logit_chunks(model, layer, neurons, chunk)])
 
 
 def _value_logit_chunks(model: Hooked, layer: int, neurons: Sequence[int] | Tensor | None,
@@ -70,7 +72,7 @@ def layer_value_tokens(model: Hooked, layer: int, k: int = 10, chunk: int = 512)
     parts = []
     for logits in _value_logit_chunks(model, layer, None, chunk):
         vt = value_tokens(logits, k)
-        parts.append((vt.top, vt.top_scores, vt.bottom, vt.bottom_scores))
+        parts.append(tuple(t.cpu() for t in (vt.top, vt.top_scores, vt.bottom, vt.bottom_scores)))
     return ValueTokens(*(torch.cat(p) for p in zip(*parts)))
 
 
@@ -147,12 +149,12 @@ def sub_updates(model: Hooked, tokens: Tensor, layer: int, position: int = -1, t
     """Layer `layer`'s FFN output at `position` of `tokens` (1, T) as its `top` largest terms m_i v_i."""
     name = f"blocks.{layer}.ffn.hook_post"
     with capture(model, [name]) as cache:
-        model(tokens)
+        model(tokens.to(module_device(model)))
     m = cache[name][0, position].float()  # (F,)
     values = model.ffn_values(layer).float()
     weight = m.abs() * values.norm(dim=1)
     order = weight.topk(min(top, len(weight))).indices
-    proj = logits[order] if logits is not None else model.unembed(values[order][None].to(
+    proj = logits.to(m.device)[order] if logits is not None else model.unembed(values[order][None].to(
         model.ffn_values(layer).dtype)).float()[0]
     proj = proj * torch.sign(m[order])[:, None]
     return [SubUpdate(int(i), float(m[i]), float(weight[i]), proj[j].topk(k).indices.tolist())
@@ -178,8 +180,9 @@ def promotion(model: Hooked, tokens: Tensor, layer: int, logits: Tensor, top: in
     """Geva et al. 2022 §4 for one layer, over every position of `tokens` (B, T)."""
     names = [f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.ffn.hook_post", f"blocks.{layer}.hook_resid_post"]
     with capture(model, names) as cache:
-        model(tokens)
+        model(tokens.to(module_device(model)))
     mid, post, res = (cache[n].reshape(-1, cache[n].shape[-1]) for n in names)
+    logits = logits.to(post.device)
     before = model.unembed(mid[None]).float()[0].argmax(-1)
     after = model.unembed(res[None]).float()[0].argmax(-1)
     changed = (before != after).nonzero().squeeze(1)

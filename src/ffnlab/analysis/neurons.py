@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError
 from ffnlab.model.hooks import Hooked, capture
 from ffnlab.results import atomic_write_bytes, atomic_write_text
@@ -281,9 +282,10 @@ def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: 
                  checkpoint: callable | None = None, checkpoint_every: int = 50) -> NeuronStats:
     """One pass over `tokens` (1-D), folding every layer's `ffn.hook_post` into `NeuronStats`.
 
-    `dtype` runs the forward under CPU autocast (bf16 is fast on AMX; the statistics are
-    float32/float64). `resume` continues a saved partial pass; `checkpoint(stats)` is called
-    every `checkpoint_every` batches so an interrupted pass loses little.
+    `dtype` runs the forward under autocast (bf16 is fast on AMX and GPUs; the statistics are
+    float32/float64, kept on the CPU whatever device the model is on). `resume` continues a saved
+    partial pass; `checkpoint(stats)` is called every `checkpoint_every` batches so an interrupted
+    pass loses little.
     """
     from tqdm import tqdm
 
@@ -300,21 +302,22 @@ def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: 
         layer = names.index(name)
         if layer == len(stats.layers):
             stats.layers.append(LayerStats(act.shape[-1], stats.cfg))
-        stats.layers[layer].update(act.reshape(-1, act.shape[-1]), current["index"])
+        stats.layers[layer].update(act.reshape(-1, act.shape[-1]).cpu(), current["index"])
         if layer == len(names) - 1:
             raise _Stop  # why: the rest of the network (and the V-wide head) is not needed
         return act.new_zeros(())
 
     bar = tqdm(total=n_win * seq_len, initial=done, unit="tok", unit_scale=True, desc="neuron stats",
                disable=not progress, dynamic_ncols=True)
-    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+    device = module_device(model)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type in ("cpu", "cuda"))
     with torch.inference_mode(), capture(model, names, reduce=fold, device=None):
         # a resumed pass starts at the first window it has not folded in
         for step, (batch, index) in enumerate(windows(tokens, seq_len, batch_size, first=done // seq_len)):
             current["index"] = index
             try:
                 with autocast:
-                    model.forward(batch)
+                    model.forward(batch.to(device))
             except _Stop:
                 pass
             bar.update(index.numel())

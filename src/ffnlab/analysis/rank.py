@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ffnlab.device import module_device
 from ffnlab.errors import unknown
 from ffnlab.model.hooks import Edit, hooks
 
@@ -103,10 +104,11 @@ def rank_collapse(model, tokens: Tensor, variant: str = "full", batch_size: int 
             ratios[name].append(residual_ratio(act.detach()))
         return record
 
+    device = module_device(model)
     with surgery(model, variant), hooks(model, {name: recorder(name) for name in names}):
         for start in range(0, tokens.shape[0], batch_size):
-            model(tokens[start:start + batch_size])
-    per_seq = {name: torch.cat(parts) for name, parts in ratios.items()}  # (B,) over all batches
+            model(tokens[start:start + batch_size].to(device))
+    per_seq = {name: torch.cat(parts).cpu() for name, parts in ratios.items()}  # (B,) over all batches
     layers = torch.stack([per_seq[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
     embed = float(per_seq["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
     return RankProfile(variant, layers.mean(0).tolist(), layers.tolist(), embed)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.model.hooks import Hooked, capture, hooks
 
@@ -48,7 +49,7 @@ class Trace:
 def embedding_std(model: Hooked, tokens: Tensor) -> float:
     """Standard deviation of the embeddings (`hook_embed`) over a body of text (B, T)."""
     with capture(model, ["hook_embed"]) as cache:
-        model(tokens)
+        model(tokens.to(module_device(model)))
     return float(cache["hook_embed"].float().std())
 
 
@@ -74,7 +75,7 @@ def trace(model: Hooked, tokens: Sequence[int] | Tensor, subject: tuple[int, int
     if not model.causal:
         raise FFNLabError("causal tracing reads the prediction at the last position: it needs a causal model")
     tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
-    t, n_layers = len(tokens), model.n_layers
+    t, n_layers, device = len(tokens), model.n_layers, module_device(model)
     s0, s1 = subject
     if not 0 <= s0 < s1 <= t:
         raise FFNLabError(f"subject span {subject} is not inside the prompt's {t} tokens")
@@ -85,10 +86,10 @@ def trace(model: Hooked, tokens: Sequence[int] | Tensor, subject: tuple[int, int
     window = default_window(n_layers) if window is None else window
     names = sorted({SITES[k].format(i) for k in kinds for i in range(n_layers)})
     with capture(model, names) as clean:
-        p_clean = float(_prob(model, tokens[None], answer)[0])
+        p_clean = float(_prob(model, tokens[None].to(device), answer)[0])
     d = clean[names[0]].shape[-1]
     g = torch.Generator().manual_seed(seed)
-    bank = torch.randn(samples, s1 - s0, d, generator=g) * noise  # one noise sample per row index % samples
+    bank = (torch.randn(samples, s1 - s0, d, generator=g) * noise).to(device)  # one sample per row index % samples
 
     # rows: `samples` corrupted-only rows, then `samples` rows per (kind, layer, position)
     conditions = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in positions]
@@ -100,7 +101,7 @@ def trace(model: Hooked, tokens: Sequence[int] | Tensor, subject: tuple[int, int
     probs = torch.empty(len(plan))
     for start in range(0, len(plan), batch_size):
         rows = plan[start:start + batch_size]
-        sample = torch.tensor([s for s, _ in rows])
+        sample = torch.tensor([s for s, _ in rows], device=device)
         where: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
         for r, (_, restore) in enumerate(rows):
             for name, p in restore:
@@ -109,7 +110,7 @@ def trace(model: Hooked, tokens: Sequence[int] | Tensor, subject: tuple[int, int
         edits = {"hook_embed": _corrupt(bank[sample], s0, s1)}
         edits.update({name: _restore(clean[name][0], r, p) for name, (r, p) in where.items()})
         with hooks(model, edits):
-            probs[start:start + len(rows)] = _prob(model, tokens[None].expand(len(rows), t), answer)
+            probs[start:start + len(rows)] = _prob(model, tokens[None].expand(len(rows), t).to(device), answer)
     p_corrupt = float(probs[:samples].mean())
     ie = probs[samples:].view(len(conditions), samples).mean(1) - p_corrupt
     effects = {k: ie[i * n_layers * len(positions):(i + 1) * n_layers * len(positions)].view(
@@ -126,7 +127,7 @@ def _corrupt(noise: Tensor, s0: int, s1: int):
 
 
 def _restore(clean: Tensor, rows: list[int], pos: list[int]):
-    r, p = torch.tensor(rows), torch.tensor(pos)
+    r, p = torch.tensor(rows, device=clean.device), torch.tensor(pos, device=clean.device)
 
     def edit(act: Tensor) -> Tensor:
         act = act.clone()
@@ -194,4 +195,5 @@ def fact_prompts(encode, facts: Sequence[dict]) -> list[FactPrompt]:
 @torch.no_grad()
 def known_facts(model: Hooked, facts: Sequence[FactPrompt]) -> list[FactPrompt]:
     """The facts whose answer is the model's own top prediction."""
-    return [f for f in facts if int(model(torch.tensor([f.tokens]))[0, -1].argmax()) == f.answer]
+    device = module_device(model)
+    return [f for f in facts if int(model(torch.tensor([f.tokens], device=device))[0, -1].argmax()) == f.answer]

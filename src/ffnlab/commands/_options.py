@@ -1,4 +1,4 @@
-"""Options shared by the commands that run experiments (`run`, `study`); not a subcommand itself."""
+"""Options shared by several commands (`run`, `study`; --device everywhere a model runs); not a subcommand."""
 
 from __future__ import annotations
 
@@ -19,3 +19,23 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reuse-stale", action="store_true",
                         help="keep stored results produced by other code instead of recomputing them "
                              "(the report marks them stale)")
+    add_device_option(parser)
+
+
+def _device(name: str) -> str:
+    from ffnlab.device import DEVICES, resolve_device
+    from ffnlab.errors import FFNLabError, unknown
+
+    try:
+        if name.split(":")[0] not in DEVICES:  # meta (shapes only) is for Python, not for runs
+            raise unknown("device", name, DEVICES)
+        resolve_device(name)
+    except FFNLabError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device auto|cpu|cuda|mps; a device that is not here is a usage error (exit 2)."""
+    parser.add_argument("--device", default="auto", metavar="DEVICE", type=_device,
+                        help="where models run: auto (cuda, else mps, else cpu; default), cpu, cuda[:N] or mps")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ffnlab.commands._options import add_device_option
 from ffnlab.errors import FFNLabError
 from ffnlab.results import results_dir
 
@@ -20,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", help="where the statistics go (default: results/neurons/MODEL-TOKENS)")
     p.add_argument("--results", help="results directory (default: $FFNLAB_RESULTS or ./results)")
+    add_device_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, flag) < 1:
             raise FFNLabError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
     cfg = StatsConfig(k=args.k)
-    opened = open_model(args.model)
+    opened = open_model(args.model, device=args.device)
     tokens = opened.tokens_of(args.data, args.tokens)
     root = results_dir(args.results)
     out = args.out or root / "neurons" / f"{opened.name}-{len(tokens)}"

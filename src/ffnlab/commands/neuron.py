@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ffnlab.commands._options import add_device_option
 from ffnlab.errors import FFNLabError
 from ffnlab.results import results_dir
 
@@ -20,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", help="statistics directory (default: the newest results/neurons/MODEL-*)")
     p.add_argument("-n", type=int, default=10, help="trigger contexts to show (default 10)")
     p.add_argument("--results", help="results directory (default: $FFNLAB_RESULTS or ./results)")
+    add_device_option(p)
 
 
 def find_stats(root: Path, name: str) -> Path:
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ffnlab.experiments.c7_memories import mark, open_model
     from ffnlab.store import Store
 
-    opened = open_model(args.model, progress=False)
+    opened = open_model(args.model, progress=False, device=args.device)
     n_layers = opened.model.n_layers
     if not 0 <= args.layer < n_layers:
         raise FFNLabError(f"layer {args.layer} out of range; {opened.name} has layers 0..{n_layers - 1}")

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ffnlab.experiments.registry import run_experiment
 
     result = run_experiment(args.name, args.mode, seeds=args.seeds, results=args.results, data=args.data,
-                            reuse=not args.rerun, progress=not args.no_progress, reuse_stale=args.reuse_stale)
+                            reuse=not args.rerun, progress=not args.no_progress, reuse_stale=args.reuse_stale,
+                            device=args.device)
     print(summary(result))
     return 0

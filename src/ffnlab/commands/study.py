@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from ffnlab.study import run_study, summary_table
 
     study = run_study(args.mode, results=args.results, data=args.data, only=args.only,
-                      progress=not args.no_progress, reuse_stale=args.reuse_stale)
+                      progress=not args.no_progress, reuse_stale=args.reuse_stale, device=args.device)
     print()
     print(summary_table(study))
     print()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ffnlab.commands._options import add_device_option
 from ffnlab.errors import FFNLabError
 from ffnlab.results import results_dir
 
@@ -20,12 +21,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, help="layers restored together for MLP/attention (default: scaled "
                    "from ROME's 10 of 48)")
     p.add_argument("--results", help="results directory (default: $FFNLAB_RESULTS or ./results)")
+    add_device_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ffnlab.analysis.tracing import embedding_std, fact_prompts, known_facts, shipped_facts, trace
+    from ffnlab.device import module_device
     from ffnlab.experiments.c7_memories import open_model
     from ffnlab.store import Store
 
@@ -33,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
         raise FFNLabError("--samples and --facts must be at least 1")
     if bool(args.prompt) != bool(args.subject):
         raise FFNLabError("--prompt and --subject go together")
-    opened = open_model(args.model)
+    opened = open_model(args.model, device=args.device)
     model = opened.model
     if args.prompt:
         with torch.no_grad():
-            top = int(model(torch.tensor([opened.encode(args.prompt)]))[0, -1].argmax())
+            top = int(model(torch.tensor([opened.encode(args.prompt)], device=module_device(model)))[0, -1].argmax())
         facts = fact_prompts(opened.encode, [{"prompt": args.prompt, "subject": args.subject,
                                               "answer": opened.decode([top])}])
         if not facts:

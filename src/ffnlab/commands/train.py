@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ffnlab.commands._options import add_device_option
 from ffnlab.errors import FFNLabError
 from ffnlab.model import ModelConfig, preset
 from ffnlab.model.config import ffn_from_dict
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse", action="store_true", help="load a finished identical run from the store if there is one")
     p.add_argument("--threads", type=int, help="torch CPU threads (on a busy shared CPU, 1 can be several times faster)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_option(p)
 
 
 def read_config(path: str) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else root / "runs" / label
     fn = train_or_reuse if args.reuse else train
     result = fn(model_cfg, train_cfg, data, out, store=Store(root), name=label, progress=not args.quiet,
-                resume=not args.no_resume)
+                resume=not args.no_resume, device=args.device)
     how = "reused finished run" if result.reused else "trained"
     print(f"{how} {label}: run {result.run_id}, {result.steps} steps, val loss {result.val_loss:.4f} nats "
           f"(ppl {result.val_ppl:.1f}), {result.tokens_per_second:,.0f} tokens/s, checkpoint in {result.out_dir}")

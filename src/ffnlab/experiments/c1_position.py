@@ -17,6 +17,7 @@ import time
 import torch
 
 from ffnlab.analysis.accounting import crossover_length, flops_per_token
+from ffnlab.device import module_device
 from ffnlab.experiments.common import data, few_threads, fit, progress_bar, size, train_config
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
@@ -45,6 +46,7 @@ def position_change(model, layer: int, x: torch.Tensor, t: int, trials: int, see
     `trials` it was not bit-identical, when the FFN input at every other position is redrawn (even
     trials) or set to position t's own input (odd trials, which makes a capacity limit bite)."""
     gen = torch.Generator().manual_seed(seed)
+    x = x.to(module_device(model))
     with capture(model, [f"blocks.{layer}.ffn.hook_in", f"blocks.{layer}.ffn.hook_out"]) as c:
         model(x)
     base_in, base_out = c[f"blocks.{layer}.ffn.hook_in"], c[f"blocks.{layer}.ffn.hook_out"]

@@ -19,6 +19,7 @@ import torch
 
 from ffnlab.analysis.ablation import causal_lm_loss, mean_loss
 from ffnlab.analysis.accounting import flops_per_token
+from ffnlab.device import module_device, synchronize
 from ffnlab.experiments.common import base_model, data, few_threads, fit, progress_bar, size, train_config
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
@@ -50,12 +51,16 @@ def variants(base: ModelConfig) -> dict[str, ModelConfig]:
 
 @torch.no_grad()
 def latency(model, tokens: torch.Tensor, reps: int = 5) -> float:
-    """Median forward seconds for `tokens` (fp32, the current thread count)."""
+    """Median forward seconds for `tokens` (fp32, the current thread count, on the model's device)."""
+    device = module_device(model)
+    tokens = tokens.to(device)
     model(tokens)  # warm-up
     times = []
     for _ in range(reps):
+        synchronize(device)
         t0 = time.perf_counter()
         model(tokens)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -64,8 +69,8 @@ def latency(model, tokens: torch.Tensor, reps: int = 5) -> float:
 def prune_curve(model, calib: torch.Tensor, tokens: torch.Tensor, seed: int) -> dict[str, list[float]]:
     """Held-out loss with a fraction of every layer's neurons zeroed, by activation and at random."""
     names = [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)]
-    with capture(model, names, reduce=lambda _n, a: a.abs().float().sum((0, 1))) as cache:
-        model(calib)
+    with capture(model, names, reduce=lambda _n, a: a.abs().float().sum((0, 1)), device="cpu") as cache:
+        model(calib.to(module_device(model)))
     score = {n: torch.stack(cache.parts(n)).sum(0) for n in names}  # (F,) summed |activation|
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, list[float]] = {"by activation": [], "random": []}

@@ -45,15 +45,18 @@ class Opened:
     caveats: list[str]
 
 
-def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True) -> Opened:
-    """`spec`: an ffnlab run/checkpoint directory, or a pretrained name or path (`ffnlab.pretrained`)."""
+def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu") -> Opened:
+    """`spec`: an ffnlab run/checkpoint directory, or a pretrained name or path (`ffnlab.pretrained`), on `device`.
+
+    `tokens_of` gives CPU tensors; the analyses move them to the model's device.
+    """
     from ffnlab.train.checkpoint import checkpoint_dir
 
     if checkpoint_dir(spec) is not None:
         from ffnlab.data.tokens import prepare_data
         from ffnlab.train.checkpoint import load_model
 
-        model = load_model(spec)
+        model = load_model(spec, device)
         data = prepare_data(None, "bpe", model.config.vocab_size)
         tok = data.tokenizer
 
@@ -65,7 +68,7 @@ def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True) -> Ope
     from ffnlab.data.corpus import load_corpus
     from ffnlab.pretrained import load
 
-    model = load(spec, dtype=dtype, verify=False, progress=progress)
+    model = load(spec, dtype=dtype, verify=False, progress=progress, device=device)
     tok = model.tokenizer
     if tok is None:
         raise FFNLabError(f"{spec} has no tokenizer; C7 analyses need one to read text")
@@ -143,7 +146,7 @@ GEVA = "Geva et al. 2021 (16-layer LM, vocab 267k)"
 def kv_memories(ctx: Context) -> Result:
     n_tokens = 16_384 if ctx.quick else 262_144
     with few_threads():
-        opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress)
+        opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress, device=ctx.device)
         tokens = opened.tokens_of(ctx.data, n_tokens)
         promote = tokens[-8 * 64:].view(8, 64)  # 512 positions for the promotion statistics
         res = memories(opened, tokens, ctx.results / "neurons" / f"{opened.name}-{n_tokens}", seq_len=128,
@@ -209,7 +212,7 @@ def fact_tracing(ctx: Context) -> Result:
     # samples of forward passes); ROME traced 1000 facts on a GPU
     n_trace, n_attr, samples = (8, 4, 3) if ctx.quick else (24, 12, 3)
     with few_threads():
-        opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress)
+        opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress, device=ctx.device)
         model = opened.model
         facts = known_facts(model, fact_prompts(opened.encode, shipped_facts()))
         if not facts:

@@ -103,7 +103,8 @@ def _train(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, n
     store = Store(ctx.results)
     code = code_fingerprint("ffnlab.train.trainer", type(task).__module__)
     out = Path(ctx.results) / "runs" / f"{run_hash(model_cfg, train_cfg, task)}-{code}"
-    return train_or_reuse(model_cfg, train_cfg, task, out, store=store, name=name, progress=ctx.progress)
+    return train_or_reuse(model_cfg, train_cfg, task, out, store=store, name=name, progress=ctx.progress,
+                          device=ctx.device)
 
 
 def sweep_model(ctx: Context, cfg: ModelConfig) -> ModelConfig:

@@ -20,6 +20,7 @@ from ffnlab.analysis.accounting import account, flops_per_token
 from ffnlab.analysis.lens import logit_lens
 from ffnlab.analysis.rank import VARIANTS, rank_collapse
 from ffnlab.data.corpus import load_corpus
+from ffnlab.device import module_device
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.model.hooks import ABLATIONS, ablate, capture
 from ffnlab.pretrained import PretrainedModel, load
@@ -93,8 +94,8 @@ PUBLISHED = {  # STUDY.md, "Parameter shares"
 def pretrained_accounting(ctx: Context) -> Result:
     import transformers as tf
 
-    minilm = load(MINILM, verify=False, progress=ctx.progress)
-    smol = load(SMOLLM2, verify=False, progress=ctx.progress)
+    minilm = load(MINILM, verify=False, progress=ctx.progress, device=ctx.device)
+    smol = load(SMOLLM2, verify=False, progress=ctx.progress, device=ctx.device)
     models = {
         "BERT-base": _meta_adapter("bert", tf.BertConfig()),  # the default config is BERT-base
         "GPT-2 small": _meta_adapter("gpt2", tf.GPT2Config()),  # ... and GPT-2 small
@@ -139,7 +140,7 @@ def pretrained_accounting(ctx: Context) -> Result:
 # -- C4: per-layer FFN ablation --------------------------------------------------------------
 def _pooled(model: PretrainedModel, tokens: Tensor) -> Tensor:
     """Mean-pooled, L2-normalised embeddings (all-MiniLM-L6-v2's own pooling) of unpadded (N, T) -> (N, D)."""
-    return torch.nn.functional.normalize(model(tokens).float().mean(1), dim=-1)
+    return torch.nn.functional.normalize(model(tokens.to(module_device(model))).float().mean(1), dim=-1)
 
 
 def _similarity_structure(e: Tensor) -> Tensor:
@@ -163,7 +164,7 @@ def minilm_ablation(model: PretrainedModel, tokens: Tensor, reference: Tensor, s
     clean = _similarity_structure(_pooled(model, tokens))
     names = [ffn_out(i) for i in range(model.n_layers)]
     with capture(model, names) as refs:
-        model(reference)
+        model(reference.to(module_device(model)))
     out: dict[str, list[float]] = {how: [] for how in ABLATIONS}
     for how in ABLATIONS:
         for i, name in enumerate(names):
@@ -177,7 +178,7 @@ def minilm_ablation(model: PretrainedModel, tokens: Tensor, reference: Tensor, s
             title="Per-layer FFN ablation in SmolLM2-135M and all-MiniLM-L6-v2")
 def pretrained_ffn_ablation(ctx: Context) -> Result:
     n, length = (4, 64) if ctx.quick else (32, 128)
-    smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress)
+    smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress, device=ctx.device)
     per_seed = []
     for seed in ctx.seeds:
         tokens = token_windows(smol, ctx, n, length, seed)
@@ -188,7 +189,7 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
            for how in ABLATIONS}
     rows = [[i] + [inc[how][i] for how in ABLATIONS] for i in range(smol.n_layers)]
 
-    minilm = load(MINILM, progress=ctx.progress)
+    minilm = load(MINILM, progress=ctx.progress, device=ctx.device)
     n_sent = 64 if ctx.quick else 256
     corr = [minilm_ablation(minilm, passages(minilm, ctx, n_sent, 32, seed),
                             passages(minilm, ctx, n_sent, 32, 50_000 + seed), seed) for seed in ctx.seeds]
@@ -226,7 +227,7 @@ def pretrained_rank_collapse(ctx: Context) -> Result:
 
     from ffnlab.pretrained import ADAPTERS
 
-    trained = load(MINILM, progress=ctx.progress)
+    trained = load(MINILM, progress=ctx.progress, device=ctx.device)
     torch.manual_seed(0)
     init = ADAPTERS["bert"](BertModel(trained.hf.config), None, {"name": "MiniLM at initialisation"}).eval()
     profiles = {}
@@ -275,7 +276,7 @@ def pretrained_rank_collapse(ctx: Context) -> Result:
             title="Logit lens before and after each FFN in SmolLM2-135M")
 def pretrained_logit_lens(ctx: Context) -> Result:
     n, length = (4, 64) if ctx.quick else (32, 128)
-    smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress)
+    smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress, device=ctx.device)
     results = [logit_lens(smol, token_windows(smol, ctx, n, length, seed)) for seed in ctx.seeds]
 
     def avg(attr: str) -> list[float]:

@@ -104,16 +104,17 @@ def test_loss(model: torch.nn.Module, data: TokenData, seq_len: int, max_tokens:
               batch_size: int = 32) -> tuple[float, int]:
     """(mean next-token loss in nats, tokens scored) over consecutive windows of the test split."""
     x, y = data.windows("test", seq_len, max_tokens)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total = 0.0
+    total = torch.zeros((), device=device)
     try:
         for i in range(0, len(x), batch_size):
-            logits = model(x[i:i + batch_size]).float()
-            total += F_.cross_entropy(logits.flatten(0, 1), y[i:i + batch_size].flatten(), reduction="sum").item()
+            logits = model(x[i:i + batch_size].to(device)).float()
+            total += F_.cross_entropy(logits.flatten(0, 1), y[i:i + batch_size].to(device).flatten(), reduction="sum")
     finally:
         model.train(was_training)
-    return total / y.numel(), y.numel()
+    return float(total) / y.numel(), y.numel()
 
 
 def assess(name: str, run, data, steps: int, lr: float, bar: float | None, plateau: bool, seq_len: int,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.fingerprint import code_fingerprint
 from ffnlab.results import INCONCLUSIVE, INDICATIVE, MIN_SEEDS, Result, code_version, results_dir
@@ -40,6 +41,7 @@ class Context:
     progress: bool = True
     options: dict = field(default_factory=dict)
     trained: list = field(default_factory=list)  # quality.Quality of every model trained (or reused) for it
+    device: str = "auto"  # where models train and run (not part of a result's identity)
 
     @property
     def quick(self) -> bool:
@@ -138,7 +140,7 @@ def apply_labels(result: Result, ctx: Context, exp: Experiment) -> None:
 
 def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, results: str | Path | None = None,
                    data: str | None = None, reuse: bool = True, progress: bool = True,
-                   options: dict | None = None, reuse_stale: bool = False) -> Result:
+                   options: dict | None = None, reuse_stale: bool = False, device: str = "auto") -> Result:
     """Run one experiment (or reuse its stored result) and save its `Result`.
 
     `reuse_stale` keeps a stored result produced by other code (the report marks it)."""
@@ -155,14 +157,15 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
         if reusable(old, exp, n_seeds, data, options, stale_ok=reuse_stale):
             return old
     ctx = Context(mode=mode, seeds=tuple(range(n_seeds)), results=root, data=data, progress=progress,
-                  options=dict(options or {}))
+                  options=dict(options or {}), device=device)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     result = exp.fn(ctx)
     result.name, result.claim, result.version, result.mode = exp.name, exp.claim, exp.version, mode
     result.title = result.title or exp.title
     result.seeds = list(ctx.seeds)
-    result.config = {**result.config, "data": data, "options": dict(ctx.options)}
+    result.config = {**result.config, "data": data, "options": dict(ctx.options),
+                     "device": resolve_device(device).type}  # provenance only: not part of the reuse key
     result.code_version = code_version()
     result.code_fingerprint = exp.fingerprint()
     apply_labels(result, ctx, exp)

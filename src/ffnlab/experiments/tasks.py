@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError
 
 IGNORE = -100
@@ -156,14 +157,14 @@ class Mixture:
 @torch.no_grad()
 def answer_accuracy(model, inputs: Tensor, targets: Tensor) -> float:
     """Share of answer positions (targets != -100) where the argmax is the answer."""
-    logits = model(inputs)
+    predicted = model(inputs.to(module_device(model))).argmax(-1).cpu()
     mask = targets != IGNORE
-    return float((logits.argmax(-1)[mask] == targets[mask]).float().mean())
+    return float((predicted[mask] == targets[mask]).float().mean())
 
 
 @torch.no_grad()
 def fact_accuracy(model, task: FactTask) -> dict[int, float]:
     """Accuracy on every fact, asked at the start of a sequence, by exposure weight."""
     prompts, answers, weights = task.prompts()
-    correct = model(prompts)[:, -1].argmax(-1) == answers
+    correct = model(prompts.to(module_device(model)))[:, -1].argmax(-1).cpu() == answers
     return {int(w): float(correct[weights == w].float().mean()) for w in weights.unique()}

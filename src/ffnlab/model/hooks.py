@@ -162,8 +162,10 @@ class Cache(Mapping):
 @contextmanager
 def capture(model: Hooked, names: Iterable[str],
             reduce: Callable[[str, Tensor], Tensor] | None = None,
-            device: str | torch.device | None = "cpu", combine: str | None = None) -> Iterator[Cache]:
+            device: str | torch.device | None = None, combine: str | None = None) -> Iterator[Cache]:
     """Record the named activations, detached; with `reduce`, keep only `reduce(name, act)`.
+
+    Values stay on the device they were computed on; `device` (e.g. "cpu") moves each one there.
 
     Nothing is kept that was not asked for: `reduce` runs inside the hook, so a per-batch
     statistic costs the memory of the statistic, not of the activation. `combine` says how

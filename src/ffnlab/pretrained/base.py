@@ -130,7 +130,7 @@ class PretrainedModel(nn.Module, ABC):
         """
         if tokens is None:
             g = torch.Generator().manual_seed(0)
-            tokens = torch.randint(0, self.vocab_size, (2, 12), generator=g)
+            tokens = torch.randint(0, self.vocab_size, (2, 12), generator=g).to(self._device())
         tol = 1e-4 if self._dtype() == torch.float32 else 3e-2
         names = [n for n in self.hook_sites() if not n.endswith("hook_pattern")]
         with torch.no_grad():
@@ -185,6 +185,9 @@ class PretrainedModel(nn.Module, ABC):
 
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
 
 
 def _rel(a: Tensor, b: Tensor) -> float:

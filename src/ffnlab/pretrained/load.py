@@ -1,6 +1,7 @@
 """Load a pretrained model offline and wrap it in its architecture's adapter.
 
     model = load("smollm2", dtype=torch.bfloat16)   # packaged; GGUF converted once, then cached
+    model = load("smollm2", device="auto")          # on cuda if present, else mps, else cpu
     model = load("minilm")                          # packaged BERT checkpoint directory
     model = load("/path/to/gpt2")                   # any local HF checkpoint (safetensors)
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.pretrained.base import PretrainedModel
 from ffnlab.pretrained.bert import BertAdapter
@@ -85,13 +87,14 @@ def checkpoint(source: str | os.PathLike, progress: bool = True) -> tuple[str, P
 
 
 def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, verify: bool = True,
-         progress: bool = True) -> PretrainedModel:
-    """Load `source` (packaged name, checkpoint dir or GGUF file) and return its adapter.
+         progress: bool = True, device: str | torch.device = "cpu") -> PretrainedModel:
+    """Load `source` (packaged name, checkpoint dir or GGUF file) and return its adapter, on `device`.
 
-    `dtype` defaults to float32. With `verify`, the hook identities are checked on a sample
-    and a model whose hooks do not mean what they say is refused.
+    `dtype` defaults to float32; `device` is cpu, cuda, mps or auto. With `verify`, the hook
+    identities are checked on a sample and a model whose hooks do not mean what they say is refused.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = resolve_device(device)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise unknown("dtype", dtype, DTYPES)
@@ -118,7 +121,7 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
         if bars:
             hf_logging.enable_progress_bar()
     meta.update(architecture=cfg["model_type"], dtype=str(hf.dtype).removeprefix("torch."))
-    model = ADAPTERS[cfg["model_type"]](hf, tokenizer, meta)
+    model = ADAPTERS[cfg["model_type"]](hf.to(device), tokenizer, meta)
     model.meta["load_seconds"] = round(time.perf_counter() - t0, 2)
     if verify:
         model.meta["hook_check"] = model.verify()

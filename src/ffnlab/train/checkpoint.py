@@ -7,6 +7,7 @@ Nothing is pickled: tensors go through safetensors, everything else through JSON
     out_dir/checkpoint/model.safetensors      weights (tied weights stored once)
     out_dir/checkpoint/model.json             ModelConfig
     out_dir/checkpoint/optimizer.safetensors  AdamW moments and step per parameter, torch RNG
+                                              (and the generator of the device trained on: rng.cuda, rng.mps)
     out_dir/checkpoint/trainer.json           step, TrainConfig, data fingerprint, history, run id
 """
 
@@ -23,6 +24,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ffnlab.device import module_device, resolve_device, rng_state, set_rng_state
 from ffnlab.errors import FFNLabError
 from ffnlab.model import ModelConfig, Transformer
 from ffnlab.results import atomic_write_bytes, atomic_write_text
@@ -47,7 +49,7 @@ class TrainerState:
 
 
 def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with tied tensors (the LM head sharing the embedding) stored once."""
+    """The state dict with tied tensors (the LM head sharing the embedding) stored once (on the model's device)."""
     out, seen = {}, set()
     for name, t in model.state_dict().items():
         key = (t.data_ptr(), t.shape, t.stride())
@@ -86,10 +88,13 @@ def save_checkpoint(out_dir: Path, model: Transformer, opt: torch.optim.Optimize
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".checkpoint-tmp-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary directory
     try:
-        atomic_write_bytes(tmp / "model.safetensors", st_save(unique_state_dict(model)))
+        atomic_write_bytes(tmp / "model.safetensors", st_save(_on_cpu(unique_state_dict(model))))
         atomic_write_text(tmp / "model.json", model.config.to_json())
+        device = module_device(model)
         extra = {"rng.torch": torch.get_rng_state()}
-        atomic_write_bytes(tmp / "optimizer.safetensors", st_save({**optimizer_tensors(opt), **extra}))
+        if (state_of_device := rng_state(device)) is not None:
+            extra[f"rng.{device.type}"] = state_of_device
+        atomic_write_bytes(tmp / "optimizer.safetensors", st_save(_on_cpu({**optimizer_tensors(opt), **extra})))
         atomic_write_text(tmp / "trainer.json", json.dumps(state.__dict__, indent=1))
         final, old = out_dir / CHECKPOINT, out_dir / _OLD
         if final.exists():
@@ -102,6 +107,10 @@ def save_checkpoint(out_dir: Path, model: Transformer, opt: torch.optim.Optimize
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _on_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t.detach().cpu() for name, t in tensors.items()}
+
+
 def checkpoint_dir(path: str | Path) -> Path | None:
     """The checkpoint inside a run directory (or `path` itself if it is one), or None."""
     p = Path(path)
@@ -111,14 +120,14 @@ def checkpoint_dir(path: str | Path) -> Path | None:
     return None
 
 
-def load_model(path: str | Path) -> Transformer:
-    """A trained model (eval mode) from a run directory or a checkpoint directory."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
+    """A trained model (eval mode, on `device`) from a run directory or a checkpoint directory."""
     ckpt = checkpoint_dir(path)
     if ckpt is None:
         raise FFNLabError(f"no checkpoint at {str(path)!r} (expected model.safetensors and model.json)")
     model = Transformer(ModelConfig.from_json((ckpt / "model.json").read_text()))
     load_weights(model, st_load((ckpt / "model.safetensors").read_bytes()))
-    return model.eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def load_trainer_state(ckpt: Path) -> TrainerState:
@@ -126,9 +135,16 @@ def load_trainer_state(ckpt: Path) -> TrainerState:
 
 
 def restore(ckpt: Path, model: Transformer, opt: torch.optim.Optimizer) -> TrainerState:
-    """Load weights, optimizer moments and the torch RNG of a checkpoint into `model` and `opt`."""
+    """Load weights, optimizer moments and the RNG of a checkpoint into `model` and `opt` (on any device).
+
+    The device's own generator is restored when the checkpoint was written on the same device type.
+    """
     load_weights(model, st_load((ckpt / "model.safetensors").read_bytes()))
     tensors = st_load((ckpt / "optimizer.safetensors").read_bytes())
     torch.set_rng_state(tensors.pop("rng.torch"))
+    device = module_device(model)
+    saved = {name: tensors.pop(name) for name in list(tensors) if name.startswith("rng.")}
+    if f"rng.{device.type}" in saved:
+        set_rng_state(device, saved[f"rng.{device.type}"])
     load_optimizer(opt, tensors)
     return load_trainer_state(ckpt)

@@ -32,7 +32,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     grad_accum: int = 1
-    precision: str = "bf16"  # bf16 autocast where the CPU supports it, else fp32
+    precision: str = "bf16"  # bf16 autocast on CUDA and on CPUs that support it, else fp32
     eval_every: int = 200
     eval_batches: int = 20
     log_every: int = 10

@@ -5,11 +5,12 @@ accumulation, the MoE load-balancing loss, held-out loss on a schedule, atomic c
 Batches are pure functions of (step, seed), and the torch RNG is checkpointed, so a run that
 is interrupted and resumed ends with the same weights, bit for bit, as one that was not
 (on the same machine with the same number of torch threads, which fixes the summation order).
+The device (`device="auto"|"cpu"|"cuda"|"mps"`) is not part of a run's identity: a checkpoint
+written on one device resumes on another, exactly so on the same device type (its RNG is saved).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ffnlab.data.ngram import beside
 from ffnlab.data.tokens import IGNORE, MLMData, TokenData
+from ffnlab.device import autocast, module_device, resolve_device, to_device
 from ffnlab.errors import FFNLabError
 from ffnlab.model import ModelConfig, Transformer
 from ffnlab.store import Store, config_hash
@@ -55,16 +57,6 @@ class TrainResult:
     @property
     def val_ppl(self) -> float:
         return math.exp(self.val_loss)
-
-
-def bf16_supported() -> bool:
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-
-
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16" and bf16_supported():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -108,15 +100,19 @@ def loss_of(model: Transformer, inputs: Tensor, targets: Tensor) -> tuple[Tensor
 
 def train_step(model: Transformer, opt: torch.optim.Optimizer, batches: list[tuple[Tensor, Tensor]],
                cfg: TrainConfig) -> float:
-    """One optimizer step over `batches` (gradient accumulation); returns the mean LM loss.
+    """One optimizer step over `batches` (gradient accumulation, on the model's device); returns the mean LM loss.
 
     A non-finite loss returns before the update, so the weights stay those of the last good step.
     """
-    loss = 0.0
+    device = module_device(model)
+    lms = []
     for inputs, targets in batches:
-        with autocast(cfg.precision):
+        with autocast(device, cfg.precision):
             total, lm = loss_of(model, inputs, targets)
         (total / len(batches)).backward()
+        lms.append(lm.detach())
+    loss = 0.0
+    for lm in lms:  # read after every micro-batch is queued: one wait per step on an accelerator
         loss += lm.item() / len(batches)
     if math.isfinite(loss):
         if cfg.grad_clip:
@@ -129,22 +125,27 @@ def train_step(model: Transformer, opt: torch.optim.Optimizer, batches: list[tup
 @torch.no_grad()
 def evaluate(model: Transformer, data: Data, split: str = "val", batches: int = 20, batch_size: int = 32,
              seq_len: int = 128, seed: int = 0, precision: str = "fp32") -> float:
-    """Mean cross-entropy (nats per predicted token) over `batches` fixed batches of `split`."""
+    """Mean cross-entropy (nats per predicted token) over `batches` fixed batches of `split`, on the model's device."""
+    device = module_device(model)
     if hasattr(model, "config"):
         data = for_model(model.config, data)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    sums, count = [], 0
     try:
         for i in range(batches):
-            inputs, targets = data.batch(split, i, batch_size, seq_len, seed)
-            with autocast(precision):
+            batch = data.batch(split, i, batch_size, seq_len, seed)
+            count += int((batch[1] != IGNORE).sum())  # counted on the CPU: no wait for the device
+            inputs, targets = to_device(batch, device)
+            with autocast(device, precision):
                 logits = model(inputs)
-            total += F_.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
-                                      reduction="sum").item()
-            count += int((targets != IGNORE).sum())
+            sums.append(F_.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                                         reduction="sum"))
     finally:
         model.train(was_training)
+    total = 0.0
+    for part in sums:  # read once every batch is queued
+        total += part.item()
     return total / max(count, 1)
 
 
@@ -173,13 +174,15 @@ def _resume_state(out_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, data:
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: str | Path,
-          store: Store | None = None, name: str = "", progress: bool = True, resume: bool = True) -> TrainResult:
-    """Train from scratch, or continue the checkpoint in `out_dir` when `resume` (the default)."""
+          store: Store | None = None, name: str = "", progress: bool = True, resume: bool = True,
+          device: str | torch.device = "auto") -> TrainResult:
+    """Train from scratch, or continue the checkpoint in `out_dir` when `resume` (the default), on `device`."""
     cfg, out_dir = train_cfg, Path(out_dir)
+    device = resolve_device(device)
     data = for_model(model_cfg, data)
     _check(model_cfg, cfg, data)
-    torch.manual_seed(cfg.seed)
-    model = Transformer(model_cfg).train()
+    torch.manual_seed(cfg.seed)  # seeds every device's generator
+    model = Transformer(model_cfg).to(device).train()  # initialised on the CPU: the same weights on any device
     opt = make_optimizer(model, cfg)
     state = TrainerState(step=0, train=cfg.to_dict(), data=data.fingerprint)
     ckpt = _resume_state(out_dir, model_cfg, cfg, data) if resume else None
@@ -198,7 +201,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: s
     summary = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "steps": state.step,
                "tokens": state.tokens, "train_seconds": state.seconds, "tokens_per_second": tps,
                "params": sum(p.numel() for p in model.parameters()), "out_dir": str(out_dir.resolve()),
-               **beside(data, val_loss)}
+               "device": device.type, **beside(data, val_loss)}
     if store is not None and run_id is not None:
         store.add_artifact(run_id, "checkpoint", out_dir / CHECKPOINT)
         store.finish_run(run_id, summary)
@@ -226,14 +229,15 @@ def _loop(model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig, data
     bar = tqdm(total=cfg.steps * cfg.tokens_per_step, initial=state.step * cfg.tokens_per_step, unit="tok",
                unit_scale=True, disable=not progress, desc=name or "train", dynamic_ncols=True)
     last_good = state.step if checkpoint_dir(out_dir) else None
+    device = module_device(model)
     try:
         for step in range(state.step, cfg.steps):
             t0 = time.perf_counter()
             lr = lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            batches = [data.batch("train", step * cfg.grad_accum + micro, cfg.batch_size, cfg.seq_len, cfg.seed)
-                       for micro in range(cfg.grad_accum)]
+            batches = [to_device(data.batch("train", step * cfg.grad_accum + micro, cfg.batch_size, cfg.seq_len,
+                                            cfg.seed), device) for micro in range(cfg.grad_accum)]
             loss = train_step(model, opt, batches, cfg)
             if not math.isfinite(loss):
                 kept = f"the last good checkpoint (step {last_good}) is kept in {str(out_dir)!r}" \
@@ -273,9 +277,9 @@ def _record_eval(model: Transformer, cfg: TrainConfig, data: Data, state: Traine
 
 def train_or_reuse(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: str | Path,
                    store: Store | None = None, name: str = "", progress: bool = True,
-                   resume: bool = True) -> TrainResult:
+                   resume: bool = True, device: str | torch.device = "auto") -> TrainResult:
     """Like `train`, but a finished run in `store` with the same model, train config and data
-    (and a checkpoint still on disk) is loaded instead of trained again."""
+    (and a checkpoint still on disk) is loaded (onto `device`) instead of trained again."""
     if store is not None:
         data = for_model(model_cfg, data)
         run = store.find_finished("train", run_hash(model_cfg, train_cfg, data))
@@ -284,6 +288,6 @@ def train_or_reuse(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, o
         if run is not None and ckpt is not None:
             saved = load_trainer_state(ckpt)
             s = run.summary
-            return TrainResult(load_model(ckpt), run.id, float(s["val_loss"]), saved.history, ckpt.parent,
+            return TrainResult(load_model(ckpt, device), run.id, float(s["val_loss"]), saved.history, ckpt.parent,
                                float(s.get("tokens_per_second", 0.0)), saved.step, reused=True, summary=s)
-    return train(model_cfg, train_cfg, data, out_dir, store, name, progress, resume)
+    return train(model_cfg, train_cfg, data, out_dir, store, name, progress, resume, device)
