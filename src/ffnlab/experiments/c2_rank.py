@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ffnlab.analysis.rank import VARIANTS, rank_collapse
-from ffnlab.experiments.common import data, few_threads, fit, progress_bar, size, train_config
+from ffnlab.experiments.common import data, few_threads, fit, progress_bar, size, train_config, training_method
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFNConfig, ModelConfig, Transformer
@@ -102,9 +102,9 @@ def rank_collapse_experiment(ctx: Context) -> Result:
     rows += [["built+trained", v, *[round(x, 5) for x in mean_line(v, built[v]).y]] for v in cfgs]
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
-        method=f"{n_layers}-layer pre-LN decoders (d={cfgs['full'].d_model}) trained {s.steps} steps; ratio "
-               f"measured on hook_resid_post of every block over {n_seq} held-out sequences of {length} tokens, "
-               "norm sqrt(||.||_1 ||.||_inf), res(H) = H - 1 mean_row(H)^T.",
+        method=f"{n_layers}-layer pre-LN decoders (d={cfgs['full'].d_model}); ratio "
+               f"measured on hook_resid_post of every block over {n_seq} test sequences of {length} tokens, "
+               "norm sqrt(||.||_1 ||.||_inf), res(H) = H - 1 mean_row(H)^T. " + training_method(ctx),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
         tables=[Table("Mean residual ratio per layer", ["stage", "variant", *[f"L{i + 1}" for i in range(n_layers)]],
                       rows)],

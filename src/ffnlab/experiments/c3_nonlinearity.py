@@ -10,7 +10,8 @@ parameters on more attention.
 
 from __future__ import annotations
 
-from ffnlab.experiments.common import base_model, data, few_threads, fit, progress_bar, size, train_config
+from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, train_config,
+                                      training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import count_params, match_depth, match_width
@@ -63,9 +64,9 @@ def nonlinearity(ctx: Context) -> Result:
     s = size(ctx)
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
-        method=f"Decoders trained on the same corpus ({s.tokenizer} tokens, vocab {task.vocab_size}) for "
-               f"{s.steps} steps of {s.batch_size}x{s.seq_len} tokens each, one run per variant and seed; "
-               "held-out next-token loss. 'linear' keeps both FFN projections and drops the GELU.",
+        method=f"Decoders trained on the same corpus ({s.tokenizer} tokens, vocab {task.vocab_size}), one run per "
+               f"variant and seed; test next-token loss. 'linear' keeps both FFN projections and drops the GELU. "
+               + training_method(ctx),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
         tables=[Table("Held-out loss per variant", ["variant", "layers", "d_model", "params", "loss (nats)",
                                                     "95% CI low", "95% CI high"], rows)],

@@ -20,7 +20,8 @@ import torch
 from ffnlab.analysis.ablation import causal_lm_loss, mean_loss
 from ffnlab.analysis.accounting import flops_per_token
 from ffnlab.device import module_device, synchronize
-from ffnlab.experiments.common import base_model, data, few_threads, fit, progress_bar, size, train_config
+from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, train_config,
+                                      training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import ModelConfig, count_params, match_d_ff
@@ -141,11 +142,11 @@ def efficiency_frontier(ctx: Context) -> Result:
                   for i, f in enumerate(PRUNE)]
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
-        method=f"{cfgs[BASELINE].n_layers}-layer decoders (d={cfgs[BASELINE].d_model}), {s.steps} steps of "
-               f"{s.batch_size}x{s.seq_len} tokens each, one run per variant and seed; held-out loss; FLOPs per "
+        method=f"{cfgs[BASELINE].n_layers}-layer decoders (d={cfgs[BASELINE].d_model}), one run per variant and "
+               f"seed; test loss; FLOPs per "
                f"token at T={s.seq_len} from the accounting; latency = median forward of 8x{s.seq_len} tokens, "
                "fp32, one thread. Pruning zeroes the lowest-|activation| neurons (scored on a training batch) "
-               "in every layer at once.",
+               "in every layer at once. " + training_method(ctx),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
         tables=[Table("Variants", ["variant", "params", "MFLOP/token", "latency ms", "loss", "CI half-width",
                                    "Pareto (params)", "Pareto (FLOPs)"], rows),

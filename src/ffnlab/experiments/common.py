@@ -23,7 +23,7 @@ from ffnlab.errors import unknown
 from ffnlab.experiments.quality import Quality, assess, choose_lr, family
 from ffnlab.experiments.registry import Context
 from ffnlab.fingerprint import code_fingerprint
-from ffnlab.model import FFNConfig, ModelConfig
+from ffnlab.model import FFNConfig, ModelConfig, match_d_ff
 from ffnlab.results import atomic_write_text
 from ffnlab.store import Store, config_hash
 from ffnlab.threads import default_threads
@@ -52,11 +52,25 @@ class Size:
 SIZES = {
     "test": Size("char", 128, 32, 2, 2, 32, 8, 30, 2, 4, bar=0.2, plateau=False, lrs=(1e-3, 3e-3, 1e-2),
                  sweep_steps=6, test_tokens=2048),
-    "quick": Size("char", 128, 64, 4, 4, 128, 32, 400, 8, 12, bar=0.2, plateau=False, lrs=(3e-3, 6e-3, 1.2e-2),
-                  sweep_steps=100, test_tokens=65536),
-    "full": Size("char", 128, 96, 4, 4, 128, 32, 1600, 16, 16, bar=0.4, plateau=True, lrs=(2e-3, 4e-3, 8e-3),
+    # quick: 1.2M tokens per model (a quarter of an epoch of the default corpus at character level), sized so
+    # that `make study` fits 20 minutes on 2 CPU cores; full: 4.1M tokens (about one epoch), sized so that
+    # three seeds of every experiment fit 4 hours there
+    "quick": Size("char", 128, 64, 4, 4, 128, 16, 600, 8, 12, bar=0.2, plateau=False, lrs=(4e-3, 8e-3, 1.6e-2),
+                  sweep_steps=150, test_tokens=65536),
+    "full": Size("char", 128, 64, 4, 4, 128, 16, 2000, 16, 16, bar=0.4, plateau=True, lrs=(4e-3, 8e-3, 1.6e-2),
                  sweep_steps=400, test_tokens=None),
 }
+
+
+def training_method(ctx: Context) -> str:
+    """How the study's language models are trained and scored, in words (from the size itself)."""
+    s = size(ctx)
+    plateau = " and at a plateau (validation loss falling < 1% over the last 20% of steps)" if s.plateau else ""
+    return (f"Each model trains {s.steps} steps of {s.batch_size}x{s.seq_len} {s.tokenizer} tokens, seeds paired "
+            f"(every variant of a seed sees the same batches), at the learning rate its FFN family won among "
+            f"{', '.join(f'{lr:g}' for lr in s.lrs)} in {s.sweep_steps}-step runs judged on validation; losses are "
+            f"on the test split. A model must be >= {s.bar:g} nats below the best n-gram baseline{plateau}, "
+            "else the verdict is inconclusive.")
 
 
 def size(ctx: Context) -> Size:
@@ -108,8 +122,18 @@ def _train(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, n
 
 
 def sweep_model(ctx: Context, cfg: ModelConfig) -> ModelConfig:
-    """The model a family's learning rate is swept on: the mode's base shape with `cfg`'s FFN."""
-    return base_model(ctx, cfg.vocab_size, ffn=cfg.ffn)
+    """The one model a family's learning rate is swept on: the mode's base model with the family's
+    FFN at the base model's parameter count (gated: SwiGLU; MoE: top-2 of 8; low-rank: rank d/4).
+    Every member of the family (other widths, depths, skips) trains at the rate it won."""
+    base = base_model(ctx, cfg.vocab_size)
+    d, fam = base.d_model, family(cfg)
+    canonical = {
+        "gated": match_d_ff(base.ffn, "swiglu", d),
+        "shared": base.ffn.replace(kind="shared", inner="mlp"),
+        "moe": base.ffn.replace(kind="moe", d_ff=2 * d, n_experts=8, top_k=2),
+        "lowrank": base.ffn.replace(kind="lowrank", rank=max(1, d // 4)),
+    }
+    return base.replace(ffn=canonical.get(fam, base.ffn.replace(kind=cfg.ffn.kind)))
 
 
 def family_lr(ctx: Context, model_cfg: ModelConfig, task) -> float:
