@@ -132,28 +132,35 @@ class Store:
                  code_version(), seed, time.time()))
             return int(cur.lastrowid)
 
-    def restart_run(self, run_id: int) -> None:
-        """Mark a run running again (a resumed training run keeps its id and metrics)."""
+    def restart_run(self, run_id: int, from_step: int | None = None) -> None:
+        """Mark a run running again (a resumed training run keeps its id and metrics). Metrics after
+        `from_step` (logged before a crash, for steps the resumed run replays) are dropped."""
         with self._write() as conn:
             conn.execute("UPDATE runs SET status='running', finished=NULL, error='' WHERE id=?", (run_id,))
+            if from_step is not None:
+                conn.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, int(from_step)))
 
     def log_metrics(self, run_id: int, step: int, metrics: Mapping[str, float]) -> None:
         with self._write() as conn:
             conn.executemany("INSERT INTO metrics (run_id, key, step, value) VALUES (?, ?, ?, ?)",
                              [(run_id, k, int(step), float(v)) for k, v in metrics.items()])
 
-    def finish_run(self, run_id: int, summary: Mapping[str, Any] | None = None) -> None:
-        self._end(run_id, "finished", summary, "")
+    def finish_run(self, run_id: int, summary: Mapping[str, Any] | None = None,
+                   wall_seconds: float | None = None) -> None:
+        """`wall_seconds`: the time the run's processes were alive, if the caller kept it (a resumed
+        run); default: from start to now."""
+        self._end(run_id, "finished", summary, "", wall_seconds)
 
     def fail_run(self, run_id: int, error: str, summary: Mapping[str, Any] | None = None) -> None:
         self._end(run_id, "failed", summary, error)
 
-    def _end(self, run_id: int, status: str, summary: Mapping[str, Any] | None, error: str) -> None:
+    def _end(self, run_id: int, status: str, summary: Mapping[str, Any] | None, error: str,
+             wall_seconds: float | None = None) -> None:
         now = time.time()
         with self._write() as conn:
-            conn.execute("UPDATE runs SET status=?, finished=?, wall_seconds=?-started, summary=?, error=? "
-                         "WHERE id=?", (status, now, now, json.dumps(dict(summary or {}), default=str),
-                                        error, run_id))
+            conn.execute("UPDATE runs SET status=?, finished=?, wall_seconds=COALESCE(?, ?-started), summary=?, "
+                         "error=? WHERE id=?", (status, now, wall_seconds, now,
+                                                json.dumps(dict(summary or {}), default=str), error, run_id))
 
     def add_artifact(self, run_id: int, name: str, path: str | Path) -> None:
         with self._write() as conn:
