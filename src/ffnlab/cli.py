@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(default_threads())
         return int(args._run(args) or 0)
     except FFNLabError as err:
-        print(f"ffnlab {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(err).splitlines())  # one line, whatever the cause said
+        print(f"ffnlab {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
         sys.stdout = open(os.devnull, "w")  # why: Python's own flush at exit would raise again

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ffnlab.errors import FFNLabError
+
 VERDICTS = ("supported", "partly supported", "not supported")
 
 
@@ -128,7 +130,13 @@ class Result:
 
     @classmethod
     def load(cls, path: str | Path) -> Result:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, AttributeError,
+                AssertionError) as err:
+            raise FFNLabError(f"stored result {str(path)!r} is damaged ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); delete it or run again with "
+                              "--rerun") from None
 
 
 def _json_default(o: Any) -> Any:

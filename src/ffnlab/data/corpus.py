@@ -96,11 +96,13 @@ def split_documents(docs: list[Document], val_fraction: float = VAL_FRACTION
 
 
 def split_blocks(doc: Document) -> tuple[tuple[Document, ...], tuple[Document, ...]]:
-    """One document: `BLOCKS` contiguous blocks cut at line ends; blocks 9 and 19 are validation."""
+    """One document: `BLOCKS` contiguous blocks cut at line ends (mid-line where a block holds none);
+    blocks 9 and 19 are validation."""
     text, cuts = doc.text, [0]
     for i in range(1, BLOCKS):
-        at = text.find("\n", i * len(text) // BLOCKS)
-        cuts.append(max(cuts[-1], at + 1 if at >= 0 else len(text)))
+        target = i * len(text) // BLOCKS
+        at = text.find("\n", target, (i + 1) * len(text) // BLOCKS)
+        cuts.append(max(cuts[-1], at + 1 if at >= 0 else target))
     cuts.append(len(text))
     blocks = [Document(f"{doc.name}#{i}", text[a:b]) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
     blocks = [b for b in blocks if b.text]

@@ -35,9 +35,29 @@ def _config(path: Path) -> dict:
         cfg = json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise FFNLabError(f"{file} is not valid JSON ({err})") from None
+    if not isinstance(cfg, dict):
+        raise FFNLabError(f"{file} is not a JSON object")
     if cfg.get("model_type") not in ADAPTERS:
         raise unknown("architecture", cfg.get("model_type"), ADAPTERS)
+    check_sizes(cfg, file)
     return cfg
+
+
+# sizes a config.json may give, and the largest plausible value of each (a bigger one is a typo or a
+# damaged file, and building it would take minutes or all memory)
+SIZES = {"n_layer": 1024, "num_hidden_layers": 1024, "n_head": 1024, "num_attention_heads": 1024,
+         "num_key_value_heads": 1024, "n_embd": 65536, "hidden_size": 65536, "n_inner": 1 << 20,
+         "intermediate_size": 1 << 20, "vocab_size": 1 << 22, "n_positions": 1 << 22,
+         "max_position_embeddings": 1 << 22, "type_vocab_size": 1 << 16}
+
+
+def check_sizes(cfg: dict, file: Path) -> None:
+    for key, most in SIZES.items():
+        value = cfg.get(key)
+        if value is None and key in ("n_inner", "num_key_value_heads"):
+            continue  # None: derived from the other sizes
+        if key in cfg and not (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= most):
+            raise FFNLabError(f"{file}: {key} must be an integer between 1 and {most}, got {value!r}")
 
 
 def _weight_names(path: Path) -> list[str]:
@@ -111,7 +131,8 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
         hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
         has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
         tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, AssertionError,
+            ZeroDivisionError) as err:
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -154,13 +175,19 @@ def describe(source: str | os.PathLike) -> dict:
         _config(path)
         from transformers import AutoConfig
 
-        hf_cfg = AutoConfig.from_pretrained(path)
+        try:
+            hf_cfg = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise FFNLabError(f"{path}: cannot read config.json: {type(err).__name__}: {err}") from None
         names = _weight_names(path)
         row["weights"] = "safetensors"
     cls = _hf_class(hf_cfg.to_dict(), names)
-    with torch.device("meta"):
-        hf = cls(hf_cfg)
-    model = ADAPTERS[hf_cfg.model_type](hf, None, {"name": name})
+    try:
+        with torch.device("meta"):
+            hf = cls(hf_cfg)
+        model = ADAPTERS[hf_cfg.model_type](hf, None, {"name": name})
+    except (ValueError, TypeError, KeyError, AttributeError, AssertionError, RuntimeError, ZeroDivisionError) as err:
+        raise FFNLabError(f"{path}: its config does not make a model: {type(err).__name__}: {err}") from None
     row.update(architecture=hf_cfg.model_type, hf_class=cls.__name__, layers=model.n_layers,
                d_model=model.d_model, d_ff=model.d_ff, vocab=model.vocab_size, params=model.n_params())
     return row
