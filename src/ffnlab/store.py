@@ -134,15 +134,15 @@ class Store:
             except OSError as err:
                 raise FFNLabError(f"cannot create the results directory {str(self.root)!r}: {err.strerror}") from None
         with self._connect() as conn:
+            self._check_schema(conn)
             if not readonly:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
-            self._check_schema(conn)
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         for table, columns in COLUMNS.items():
             found = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            if not columns <= found:
+            if not (columns <= found or not found and not self.readonly):  # a new store creates its tables
                 raise FFNLabError(f"{str(self.path)!r} is not an ffnlab run store (its {table!r} table "
                                   f"{'lacks ' + ', '.join(sorted(columns - found)) if found else 'is missing'}); "
                                   "move it aside or point --results at another directory")

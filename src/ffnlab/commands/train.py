@@ -80,7 +80,7 @@ def build_configs(args: argparse.Namespace, file: dict[str, Any], vocab_size: in
     model = dict(file.get("model", {}))
     base = preset(preset_name(args, file))
     model.pop("preset", None)
-    if "ffn" in model:
+    if isinstance(model.get("ffn"), dict):  # a partial table: the preset's FFN fills in the rest
         model["ffn"] = ffn_from_dict({**dataclasses.asdict(base.ffn), **model["ffn"]})
     model.setdefault("vocab_size", vocab_size)
     cfg = ModelConfig.from_dict({**base.to_dict(), **model})

@@ -9,9 +9,11 @@ Nothing is downloaded: HF_HUB_OFFLINE is set before transformers is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -91,6 +93,27 @@ def _hf_class(cfg: dict, names: list[str]):
     return tf.LlamaForCausalLM
 
 
+# what transformers raises for a config or checkpoint that makes no model
+HF_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, AssertionError, ZeroDivisionError)
+
+
+@contextlib.contextmanager
+def _quiet_transformers(progress: bool = True) -> Iterator[None]:
+    """Only transformers' errors (e.g. "unused weights: pooler" is expected, not news); bars if `progress`."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def checkpoint(source: str | os.PathLike, progress: bool = True) -> tuple[str, Path, dict]:
     """(name, checkpoint dir, meta) for a packaged name, a checkpoint directory or a GGUF file."""
     name, path = resolve(source)
@@ -121,23 +144,14 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
     cfg = _config(path)
     cls = _hf_class(cfg, _weight_names(path))
     from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # e.g. "unused weights: pooler" is expected, not news
-    if not progress:
-        hf_logging.disable_progress_bar()
     try:
-        hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
-        has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
-        tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, AssertionError,
-            ZeroDivisionError) as err:
+        with _quiet_transformers(progress):
+            hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
+            has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
+            tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
+    except HF_ERRORS as err:
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     meta.update(architecture=cfg["model_type"], dtype=str(hf.dtype).removeprefix("torch."))
     model = ADAPTERS[cfg["model_type"]](hf, tokenizer, meta)
     model.meta["load_seconds"] = round(time.perf_counter() - t0, 2)
@@ -176,17 +190,18 @@ def describe(source: str | os.PathLike) -> dict:
         from transformers import AutoConfig
 
         try:
-            hf_cfg = AutoConfig.from_pretrained(path)
-        except (OSError, ValueError, TypeError, KeyError) as err:
+            with _quiet_transformers():
+                hf_cfg = AutoConfig.from_pretrained(path)
+        except HF_ERRORS as err:
             raise FFNLabError(f"{path}: cannot read config.json: {type(err).__name__}: {err}") from None
         names = _weight_names(path)
         row["weights"] = "safetensors"
     cls = _hf_class(hf_cfg.to_dict(), names)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _quiet_transformers():
             hf = cls(hf_cfg)
         model = ADAPTERS[hf_cfg.model_type](hf, None, {"name": name})
-    except (ValueError, TypeError, KeyError, AttributeError, AssertionError, RuntimeError, ZeroDivisionError) as err:
+    except HF_ERRORS as err:
         raise FFNLabError(f"{path}: its config does not make a model: {type(err).__name__}: {err}") from None
     row.update(architecture=hf_cfg.model_type, hf_class=cls.__name__, layers=model.n_layers,
                d_model=model.d_model, d_ff=model.d_ff, vocab=model.vocab_size, params=model.n_params())
