@@ -132,8 +132,7 @@ class Result:
     def load(cls, path: str | Path) -> Result:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, AttributeError,
-                AssertionError) as err:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, AssertionError) as err:  # ValueError: JSON
             raise FFNLabError(f"stored result {str(path)!r} is damaged ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}); delete it or run again with "
                               "--rerun") from None

@@ -170,7 +170,7 @@ class Store:
         try:
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             return conn
-        except sqlite3.OperationalError:  # WAL needs its -shm file, which a read-only directory cannot hold
+        except sqlite3.DatabaseError:  # WAL needs its -shm file, which a read-only directory cannot hold
             conn.close()
             return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=self.timeout, isolation_level=None)
 

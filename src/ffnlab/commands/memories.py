@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ffnlab.open import open_model
     from ffnlab.store import Store
 
-    for flag in ("tokens", "seq_len", "batch_size", "k"):
+    for flag in ("tokens", "seq_len", "batch_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise FFNLabError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
     cfg = StatsConfig(k=args.k)
