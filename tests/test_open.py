@@ -73,3 +73,22 @@ def test_a_checkpoint_without_a_tokenizer_is_one_clear_error(tmp_path, corpus):
     (tmp_path / "run" / "checkpoint" / "tokenizer.json").unlink()
     with pytest.raises(FFNLabError, match="has no saved tokenizer"):
         open_model(str(tmp_path / "run"))
+
+
+def test_trace_of_a_custom_run_is_recorded_and_a_dying_trace_is_marked_failed(tmp_path, corpus, capsys,
+                                                                             monkeypatch):
+    trained(tmp_path, corpus, "char")
+    args = ["trace", str(tmp_path / "run"), "--prompt", "Enter the King", "--subject", "the King", "--samples", "1",
+            "--results", str(tmp_path / "R")]
+    assert main(args) == 0  # a 64-position model: the noise scale is measured on windows that fit it
+    assert "total effect" in capsys.readouterr().out
+
+    import ffnlab.analysis.tracing as tracing
+
+    def dies(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tracing, "trace", dies)
+    assert main(args) == 130
+    from ffnlab.store import Store
+
+    assert [(r.kind, r.status) for r in Store(tmp_path / "R").runs()] == [("trace", "failed"), ("trace", "finished")]
