@@ -86,7 +86,7 @@ class Run:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
-        d = dict(row)
+        d = {k: row[k] for k in COLUMNS["runs"]}  # a newer store may have more columns
         try:
             d["config"], d["summary"] = json.loads(d["config"]), json.loads(d["summary"])
         except (TypeError, json.JSONDecodeError) as err:
@@ -104,8 +104,8 @@ def _owner() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
-def _dead(summary: dict[str, Any]) -> bool:
-    if summary.get("host") != socket.gethostname() or not isinstance(summary.get("pid"), int):
+def _dead(summary: Any) -> bool:
+    if not isinstance(summary, dict) or summary.get("host") != socket.gethostname() or not isinstance(summary.get("pid"), int):
         return False  # another machine's process: cannot tell
     try:
         os.kill(summary["pid"], 0)
