@@ -228,6 +228,13 @@ CASES = [
      "file is not a database"),
     ("db-foreign-schema-train", "traceback",
      lambda t, c: ["train", *SMALL, "--results", _db(t, _foreign_db)], "is not an ffnlab run store"),
+    # -- paths that are files, or not paths -----------------------------------------------------------------
+    ("train-results-is-a-file", "traceback", lambda t, c: ["--results", _file(t)], "is a file"),
+    ("train-out-is-a-file", "traceback", lambda t, c: ["--out", _file(t)], "is a file"),
+    ("study-results-is-a-file", "traceback", lambda t, c: ["study", "--results", _file(t)], "is a file"),
+    ("memories-out-is-a-file", "misleading",
+     lambda t, c: ["memories", str(c["run"]), "--tokens", "64", "--seq-len", "16", "--out", _file(t)], "is a file"),
+    ("train-name-is-a-path", "silent", lambda t, c: ["--name", "../../escaped"], "names a run, not a path"),
     # -- stored results and statistics -----------------------------------------------------------------------
     ("result-json-garbage", "traceback",
      lambda t, c: ["run", "rank-collapse", "--results", _result(t, "{not json")], "is damaged"),
@@ -240,6 +247,11 @@ CASES = [
                    _stats(t, json.dumps({"config": {"k": 5}, "n_layers": 30, "count": 10, "seq_len": 8}))],
      "damaged neuron statistics"),
 ]
+
+
+def _file(tmp: Path) -> str:
+    (tmp / "a-file").write_text("not a directory")
+    return str(tmp / "a-file")
 
 
 def _result(tmp: Path, text: str) -> str:

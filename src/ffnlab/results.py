@@ -183,4 +183,7 @@ def code_version() -> str:
 
 def results_dir(path: str | Path | None = None) -> Path:
     """Where results live: `path`, else $FFNLAB_RESULTS, else ./results."""
-    return Path(path or os.environ.get("FFNLAB_RESULTS", "results"))
+    root = Path(path or os.environ.get("FFNLAB_RESULTS", "results"))
+    if root.exists() and not root.is_dir():
+        raise FFNLabError(f"the results directory {str(root)!r} is a file; give a directory")
+    return root

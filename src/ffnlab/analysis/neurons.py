@@ -246,6 +246,8 @@ class NeuronStats:
         """Write `layer_XX.npz`, `tokens.npy` and `meta.json` as one unit: into a temporary directory
         beside `out`, then renamed into place, so a kill leaves the old whole set or the new one."""
         out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise FFNLabError(f"{str(out)!r} is a file; neuron statistics go in a directory")
         if out.is_dir() and not (out / "meta.json").exists() and any(out.iterdir()):
             raise FFNLabError(f"{str(out)!r} holds files that are not neuron statistics; choose another directory")
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise FFNLabError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if not args.out and args.name and (Path(args.name).name != args.name or args.name in (".", "..")):
+        raise FFNLabError(f"--name {args.name!r} names a run, not a path; leave out '/' (or pass --out)")
     file = read_config(args.config) if args.config else {}
     data_cfg = dict(file.get("data", {}))
     extra = sorted(set(data_cfg) - set(DATA_SETTINGS))

@@ -214,6 +214,8 @@ def clean_stale(out_dir: Path) -> None:
 @contextlib.contextmanager
 def locked(out_dir: Path) -> Iterator[None]:
     """Hold `out_dir/.lock` while training into `out_dir`; a second process gets one clear error."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FFNLabError(f"the output directory {str(out_dir)!r} is a file; give a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / ".lock", "w") as f:
         try:
