@@ -151,13 +151,14 @@ class Store:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
             conn = self._open()
-        except sqlite3.Error as err:
+        except (sqlite3.Error, UnicodeDecodeError) as err:  # UnicodeDecodeError: damaged text in the schema
             raise FFNLabError(f"cannot open the run store {str(self.path)!r}: {err}") from None
         conn.row_factory = sqlite3.Row
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             yield conn
-        except sqlite3.DatabaseError as err:  # not a database, truncated, locked past the timeout, read-only
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as err:  # not a database, truncated, damaged text,
+            # locked past the timeout, read-only
             raise FFNLabError(f"the run store {str(self.path)!r} cannot be used: {err}") from None
         finally:
             conn.close()
