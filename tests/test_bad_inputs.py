@@ -136,7 +136,7 @@ CASES = [
      "[train] must be a table"),
     ("config-data-vocab-str", "silent",
      lambda t, c: ["--config", _config(t, '[data]\nvocab_size = "x"\ntokenizer = "bpe"\n')],
-     "data.vocab_size must be a int"),
+     "data.vocab_size must be an integer"),
     ("config-norm-eps-negative", "misleading", lambda t, c: ["--config", _config(t, "[model]\nnorm_eps = -1\n")],
      "norm_eps must be positive"),
     ("config-rotary-base-zero", "misleading",

@@ -66,7 +66,8 @@ def read_config(path: str) -> dict[str, Any]:
     data = cfg.get("data", {})
     for key, kind in DATA_SETTINGS.items():
         if key in data and not (isinstance(data[key], kind) and not isinstance(data[key], bool)):
-            raise FFNLabError(f"config file {path!r}: data.{key} must be a {kind.__name__}, got {data[key]!r}")
+            what = "an integer" if kind is int else "a string"
+            raise FFNLabError(f"config file {path!r}: data.{key} must be {what}, got {data[key]!r}")
     return cfg
 
 
