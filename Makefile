@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test study bench report browser clean-venv
+.PHONY: test fuzz study bench report browser clean-venv
 
 $(STAMP): pyproject.toml requirements/torch.txt requirements/assets.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/assets.txt
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests
+
+# the property-based tests with many more, freshly drawn examples (`make test` runs a bounded few)
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests -m fuzz -p no:cacheprovider
 
 # headless Chromium for the report's browser tests (Debian package; idempotent)
 browser:

@@ -90,7 +90,7 @@ def child(method: str, n: int, save: str | None = None) -> None:
     """Run one method in this (fresh) process; print seconds and peak RSS growth as JSON, and
     write the top-k indices (layers, F, K) to `save` (.npy) if given."""
     from ffnlab.analysis.neurons import StatsConfig, neuron_stats
-    from ffnlab.experiments.c7_memories import open_model
+    from ffnlab.open import open_model
 
     torch.set_num_threads(1)
     opened = open_model(MODEL, progress=False)

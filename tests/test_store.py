@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +70,46 @@ def test_bad_queries_are_user_errors(tmp_path):
         store.run(99)
     with pytest.raises(FFNLabError, match="unknown run status 'done'"):
         store.runs(status="done")
+
+
+def test_a_run_whose_process_was_killed_reads_as_failed(tmp_path):
+    """Issue 16.5: a run killed (-9) before it could record its end stayed 'running' for good."""
+    script = ("import os, signal, sys; from ffnlab.store import Store; "
+              "Store(sys.argv[1]).start_run('train', {'a': 1}); os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, timeout=120)
+    assert proc.returncode == -9
+    store = Store(tmp_path, readonly=True)
+    (dead,) = store.runs()
+    assert dead.status == "failed" and "ended without finishing the run" in dead.error
+    assert store.runs(status="running") == [] or all(r.status == "failed" for r in store.runs(status="running"))
+    writer = Store(tmp_path)
+    alive = writer.start_run("train", {"a": 2})  # a new run records what readers already saw
+    with sqlite3.connect(writer.path) as conn:
+        stored = dict(conn.execute("SELECT id, status FROM runs").fetchall())
+    assert stored == {dead.id: "failed", alive: "running"}
+    assert writer.run(alive).status == "running"  # this process is alive
+
+
+def test_reading_the_store_writes_nothing(tmp_path, monkeypatch):
+    """Issue 16.4: `ffnlab runs` on a read-only results directory must not need write access."""
+    with pytest.raises(FFNLabError, match="no run store in"):
+        Store(tmp_path / "none", readonly=True)
+    assert not (tmp_path / "none").exists()
+    Store(tmp_path).finish_run(Store(tmp_path).start_run("train", {"a": 1}), {"val_loss": 1.0})
+    before = (tmp_path / "ffnlab.db").read_bytes()
+    real = sqlite3.connect
+
+    def no_shm(database, *args, **kwargs):  # what a read-only directory does to a WAL database opened mode=ro
+        conn = real(database, *args, **kwargs)
+        if "mode=ro" in str(database):
+            conn.close()
+            conn = real(":memory:")
+            conn.set_authorizer(lambda *a: sqlite3.SQLITE_DENY)  # every statement fails
+        return conn
+    monkeypatch.setattr(sqlite3, "connect", no_shm)
+    (run,) = Store(tmp_path, readonly=True).runs()
+    assert run.status == "finished" and run.summary == {"val_loss": 1.0}
+    monkeypatch.undo()
+    assert (tmp_path / "ffnlab.db").read_bytes() == before
+    with pytest.raises(FFNLabError, match="readonly"):
+        Store(tmp_path, readonly=True).start_run("train", {"a": 2})

@@ -26,9 +26,14 @@ def _commands() -> dict[str, object]:
     return dict(sorted(found.items()))
 
 
+def one_line(message: str) -> str:
+    """A message as one line, whatever line breaks its cause (or the user's own arguments) held."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: error: {one_line(message)}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -56,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(default_threads())
         return int(args._run(args) or 0)
     except FFNLabError as err:
-        print(f"ffnlab {args.command}: error: {err}", file=sys.stderr)
+        print(f"ffnlab {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
         sys.stdout = open(os.devnull, "w")  # why: Python's own flush at exit would raise again

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ffnlab.errors import FFNLabError
+
 VERDICTS = ("supported", "partly supported", "not supported")
 INCONCLUSIVE = "inconclusive (under-trained)"  # a model the verdict rests on missed its bar
 INDICATIVE = "indicative: "  # prefix of a verdict from fewer than MIN_SEEDS seeds
@@ -143,7 +145,12 @@ class Result:
 
     @classmethod
     def load(cls, path: str | Path) -> Result:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, AssertionError) as err:  # ValueError: JSON
+            raise FFNLabError(f"stored result {str(path)!r} is damaged ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); delete it or run again with "
+                              "--rerun") from None
 
 
 def _json_default(o: Any) -> Any:
@@ -191,4 +198,7 @@ def code_version() -> str:
 
 def results_dir(path: str | Path | None = None) -> Path:
     """Where results live: `path`, else $FFNLAB_RESULTS, else ./results."""
-    return Path(path or os.environ.get("FFNLAB_RESULTS", "results"))
+    root = Path(path or os.environ.get("FFNLAB_RESULTS", "results"))
+    if root.exists() and not root.is_dir():
+        raise FFNLabError(f"the results directory {str(root)!r} is a file; give a directory")
+    return root

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ffnlab.analysis.neurons import LayerStats, NeuronStats, StatsConfig, neuron_stats
+from ffnlab.results import atomic_write_bytes
 from ffnlab.errors import FFNLabError
 from ffnlab.model import FFNConfig, Transformer, capture, preset
 
@@ -133,3 +134,64 @@ def test_too_few_tokens_is_a_user_error():
         neuron_stats(tiny(), stream(10), seq_len=32, progress=False)
     with pytest.raises(FFNLabError, match="top-k"):
         StatsConfig(k=0)
+
+
+def test_a_save_killed_midway_leaves_the_previous_whole_statistics(tmp_path, monkeypatch):
+    """Issue 16.3: a kill right after layer_00.npz was rewritten must not mix two passes' layers."""
+    import ffnlab.analysis.neurons as neurons
+
+    model, tokens, cfg = tiny(), stream(960), StatsConfig(k=4)
+    whole = neuron_stats(model, tokens, seq_len=32, batch_size=2, cfg=cfg, dtype=None, progress=False)
+    out, calls = tmp_path / "stats", []
+
+    def killed_after_first_layer(path, data):
+        if path.name.startswith("layer_01"):
+            raise KeyboardInterrupt  # as if the process died here, after layer_00 was written
+        atomic_write_bytes(path, data)
+
+    def checkpoint(s):
+        calls.append(s.count)
+        if len(calls) == 2:  # the first checkpoint is written whole, the second is killed
+            monkeypatch.setattr(neurons, "atomic_write_bytes", killed_after_first_layer)
+        s.save(out)
+    with pytest.raises(KeyboardInterrupt):
+        neuron_stats(model, tokens, seq_len=32, batch_size=2, cfg=cfg, dtype=None, progress=False,
+                     checkpoint=checkpoint, checkpoint_every=5)
+    monkeypatch.undo()
+    part = NeuronStats.load(out)
+    assert [layer.count for layer in part.layers] == [5 * 2 * 32] * 3
+    resumed = neuron_stats(model, tokens, seq_len=32, batch_size=2, dtype=None, progress=False, resume=part)
+    for a, b in zip(whole.layers, resumed.layers):
+        assert a.count == b.count == 960
+        assert torch.equal(a.top_index, b.top_index) and torch.equal(a.hist, b.hist)
+        assert torch.allclose(a.mean, b.mean) and torch.allclose(a.m2, b.m2)
+    assert [p.name for p in tmp_path.iterdir()] == ["stats"]  # no temporary directory left
+
+
+def test_layers_with_different_counts_are_refused(tmp_path):
+    model, cfg = tiny(), StatsConfig(k=4)
+    short = neuron_stats(model, stream(320), seq_len=32, batch_size=2, cfg=cfg, dtype=None, progress=False)
+    long = neuron_stats(model, stream(640), seq_len=32, batch_size=2, cfg=cfg, dtype=None, progress=False)
+    short.save(tmp_path / "a")
+    (tmp_path / "a" / "layer_00.npz").write_bytes(long.layers[0].to_npz())  # a mix of two passes
+    with pytest.raises(FFNLabError, match=r"layers hold different token counts \[640, 320, 320\]"):
+        NeuronStats.load(tmp_path / "a")
+
+
+def test_a_kill_between_the_two_renames_keeps_the_previous_set(tmp_path):
+    stats = neuron_stats(tiny(), stream(320), seq_len=32, batch_size=2, cfg=StatsConfig(k=4), dtype=None,
+                         progress=False)
+    stats.save(tmp_path / "a")
+    (tmp_path / "a").rename(tmp_path / ".a.old")  # killed after moving the old set aside
+    assert NeuronStats.load(tmp_path / "a").count == 320
+    stats.save(tmp_path / "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_statistics_never_replace_a_directory_of_other_files(tmp_path):
+    stats = neuron_stats(tiny(), stream(320), seq_len=32, batch_size=2, cfg=StatsConfig(k=4), dtype=None,
+                         progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FFNLabError, match="not neuron statistics"):
+        stats.save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

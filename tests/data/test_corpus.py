@@ -88,3 +88,13 @@ def test_bad_corpus_paths_give_one_line_errors(tmp_path, setup, path, message):
         with pytest.raises(FFNLabError, match=message) as err:
             load_corpus(str(tmp_path / path))
     assert "\n" not in str(err.value)
+
+
+def test_a_one_line_corpus_is_split_mid_line(tmp_path):
+    """Issue 16.4: a 1.3 MB corpus without a line break was 'too small to split'."""
+    text = "To be, or not to be, that is the question. " * 30_000  # 1.3 MB, one line
+    (tmp_path / "one.txt").write_text(text)
+    corpus = load_corpus(str(tmp_path / "one.txt"))
+    assert len(corpus.train) == 18 and len(corpus.val) == 2
+    blocks = sorted(corpus.train + corpus.val, key=lambda d: int(d.name.rsplit("#", 1)[1]))
+    assert "".join(d.text for d in blocks) == text

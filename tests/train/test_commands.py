@@ -79,3 +79,20 @@ def test_bad_corpus_file_from_a_real_process(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == f"ffnlab train: error: corpus {str(bad)!r} is empty: all 1 files are not UTF-8 text"
+
+
+def test_tiny_preset_trains_out_of_the_box_and_a_config_files_preset_names_the_run(play_dir, tmp_path, capsys):
+    """Issue 16.4: the default seq_len follows the model (tiny has 64 positions, the default is 128);
+    a config file's `preset = "tiny"` was labelled and stored as small-mlp-s0."""
+    small = ["--tokenizer", "char", "--data", str(play_dir), "--steps", "1", "--batch-size", "1",
+             "--eval-batches", "1", "--quiet", "--results", str(tmp_path)]
+    assert main(["train", "--preset", "tiny", *small]) == 0
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\npreset = "tiny"\nn_layers = 1\n')
+    assert main(["train", "--config", str(config), *small, "--out", str(tmp_path / "b")]) == 0
+    assert "trained tiny-mlp-s0" in capsys.readouterr().out
+    assert main(["runs", "--results", str(tmp_path), "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in runs] == ["tiny-mlp-s0", "tiny-mlp-s0"]
+    assert [r["config"]["train"]["seq_len"] for r in runs] == [64, 64]
+    assert (tmp_path / "runs" / "tiny-mlp-s0" / "checkpoint").is_dir()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import io
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -242,28 +244,71 @@ class NeuronStats:
         return int(self.tokens[index + 1])
 
     def save(self, out: str | Path, meta: dict | None = None) -> Path:
-        """Write `layer_XX.npz`, `tokens.npy` and `meta.json` (last, so it marks completeness)."""
+        """Write `layer_XX.npz`, `tokens.npy` and `meta.json` as one unit: into a temporary directory
+        beside `out`, then renamed into place, so a kill leaves the old whole set or the new one."""
         out = Path(out)
-        for i, layer in enumerate(self.layers):
-            atomic_write_bytes(out / f"layer_{i:02d}.npz", layer.to_npz())
-        buf = io.BytesIO()
-        np.save(buf, self.tokens.numpy().astype(np.int32))
-        atomic_write_bytes(out / "tokens.npy", buf.getvalue())
-        info = {"config": asdict(self.cfg), "n_layers": len(self.layers), "count": self.count,
-                "seq_len": self.seq_len, "n_neurons": [layer.n_neurons for layer in self.layers], **(meta or {})}
-        atomic_write_text(out / "meta.json", json.dumps(info, indent=1))
+        if out.exists() and not out.is_dir():
+            raise FFNLabError(f"{str(out)!r} is a file; neuron statistics go in a directory")
+        if out.is_dir() and not (out / "meta.json").exists() and any(out.iterdir()):
+            raise FFNLabError(f"{str(out)!r} holds files that are not neuron statistics; choose another directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        old = _old(out)
+        try:
+            for i, layer in enumerate(self.layers):
+                atomic_write_bytes(tmp / f"layer_{i:02d}.npz", layer.to_npz())
+            buf = io.BytesIO()
+            np.save(buf, self.tokens.numpy().astype(np.int32))
+            atomic_write_bytes(tmp / "tokens.npy", buf.getvalue())
+            info = {"config": asdict(self.cfg), "n_layers": len(self.layers), "count": self.count,
+                    "seq_len": self.seq_len, "n_neurons": [layer.n_neurons for layer in self.layers], **(meta or {})}
+            atomic_write_text(tmp / "meta.json", json.dumps(info, indent=1))
+            tmp.chmod(0o755)  # mkdtemp makes it private; statistics are an ordinary directory
+            if out.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed save
+            shutil.rmtree(stale, ignore_errors=True)
         return out
+
+    @staticmethod
+    def saved(out: str | Path) -> Path | None:
+        """The directory holding the statistics saved to `out`: `out`, or the previous set if a save
+        was killed between its two renames; None if there are none."""
+        for d in (Path(out), _old(Path(out))):
+            if (d / "meta.json").is_file():
+                return d
+        return None
 
     @classmethod
     def load(cls, out: str | Path) -> NeuronStats:
-        out = Path(out)
-        if not (out / "meta.json").exists():
+        found = cls.saved(out)
+        if found is None:
             raise FFNLabError(f"{out} holds no neuron statistics (no meta.json); run `ffnlab memories` first")
-        info = json.loads((out / "meta.json").read_text())
-        cfg = StatsConfig(**info["config"])
-        layers = [LayerStats.from_npz(out / f"layer_{i:02d}.npz", cfg) for i in range(info["n_layers"])]
-        tokens = torch.from_numpy(np.load(out / "tokens.npy").astype(np.int64))
-        return cls(cfg, layers, tokens, int(info["seq_len"]))
+        try:
+            info = json.loads((found / "meta.json").read_text())
+            cfg = StatsConfig(**info["config"])
+            layers = [LayerStats.from_npz(found / f"layer_{i:02d}.npz", cfg) for i in range(info["n_layers"])]
+            tokens = torch.from_numpy(np.load(found / "tokens.npy").astype(np.int64))
+            stats = cls(cfg, layers, tokens, int(info["seq_len"]))
+        except FFNLabError:
+            raise
+        except Exception as err:  # missing or damaged files: OSError, bad JSON, zip or key errors
+            raise FFNLabError(f"damaged neuron statistics in {str(found)!r}: {type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        counts = [layer.count for layer in layers]
+        if len(set(counts + [info["count"]])) > 1:
+            raise FFNLabError(f"damaged neuron statistics in {str(found)!r}: layers hold different token counts "
+                              f"{counts} (meta.json: {info['count']}); delete the directory and run again")
+        return stats
+
+
+def _old(out: Path) -> Path:
+    return out.parent / f".{out.name}.old"
 
 
 def windows(tokens: Tensor, seq_len: int, batch_size: int, first: int = 0) -> Iterator[tuple[Tensor, Tensor]]:

@@ -84,6 +84,8 @@ def trace(model: Hooked, tokens: Sequence[int] | Tensor, subject: tuple[int, int
             raise unknown("trace kind", kind, SITES)
     positions = list(range(t)) if positions is None else [p % t for p in positions]
     window = default_window(n_layers) if window is None else window
+    if window < 1:
+        raise FFNLabError(f"the restoration window must be at least 1 layer, got {window}")
     names = sorted({SITES[k].format(i) for k in kinds for i in range(n_layers)})
     with capture(model, names) as clean:
         p_clean = float(_prob(model, tokens[None].to(device), answer)[0])

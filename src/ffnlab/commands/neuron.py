@@ -37,9 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ffnlab.analysis.memories import value_logits, value_tokens
     from ffnlab.analysis.neurons import NeuronStats
-    from ffnlab.experiments.c7_memories import mark, open_model
+    from ffnlab.experiments.c7_memories import mark
+    from ffnlab.open import open_model
     from ffnlab.store import Store
 
+    if args.n < 1:
+        raise FFNLabError(f"-n must be a positive integer, got {args.n}")
     opened = open_model(args.model, progress=False, device=args.device)
     n_layers = opened.model.n_layers
     if not 0 <= args.layer < n_layers:

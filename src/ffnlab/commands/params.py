@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ffnlab.analysis.accounting import account_config, crossover_length, flops_per_token
+from ffnlab.errors import FFNLabError
 from ffnlab.model import FFNConfig, preset
 
 NAME = "params"
@@ -59,6 +60,9 @@ def print_report(r: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    bad = [t for t in args.seq_lens if t < 1]
+    if bad:
+        raise FFNLabError(f"--seq-lens must be positive token counts, got {bad[0]}")
     kinds = args.ffn or [None]
     reports = [report(args.preset, kind, args.seq_lens) for kind in kinds]
     if args.json:

@@ -54,11 +54,7 @@ def table(columns: list[str], rows: list[list[Any]]) -> str:
 def run(args: argparse.Namespace) -> int:
     from ffnlab.store import Store
 
-    root = results_dir(args.results)
-    if not (root / "ffnlab.db").is_file():
-        raise FFNLabError(f"no run store in {str(root)!r} yet (ffnlab.db); train or run an experiment first, "
-                          "or point --results at another directory")
-    store = Store(root)
+    store = Store(results_dir(args.results), readonly=True)
     if args.compare:
         return compare(store, args.compare, args.json)
     if args.limit < 1:

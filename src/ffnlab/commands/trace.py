@@ -29,16 +29,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ffnlab.analysis.tracing import embedding_std, fact_prompts, known_facts, shipped_facts, trace
     from ffnlab.device import module_device
-    from ffnlab.experiments.c7_memories import open_model
+    from ffnlab.open import open_model
     from ffnlab.store import Store
 
     if args.samples < 1 or args.facts < 1:
         raise FFNLabError("--samples and --facts must be at least 1")
-    if bool(args.prompt) != bool(args.subject):
+    if args.window is not None and args.window < 1:
+        raise FFNLabError(f"--window must be a positive number of layers, got {args.window}")
+    if (args.prompt is None) != (args.subject is None):
         raise FFNLabError("--prompt and --subject go together")
+    if args.prompt is not None and not (args.prompt.strip() and args.subject.strip()):
+        raise FFNLabError("--prompt and --subject must not be empty")
     opened = open_model(args.model, device=args.device)
     model = opened.model
     if args.prompt:
+        opened.check_window(len(opened.encode(args.prompt)))
         with torch.no_grad():
             top = int(model(torch.tensor([opened.encode(args.prompt)], device=module_device(model)))[0, -1].argmax())
         facts = fact_prompts(opened.encode, [{"prompt": args.prompt, "subject": args.subject,
@@ -49,11 +54,24 @@ def run(args: argparse.Namespace) -> int:
         facts = known_facts(model, fact_prompts(opened.encode, shipped_facts()))[: args.facts]
         if not facts:
             raise FFNLabError(f"{opened.name} answers none of the shipped facts; pass --prompt and --subject")
-    noise = 3 * embedding_std(model, opened.tokens_of(None, 2048).view(-1, 128)[:8])
+    width = min(128, opened.max_positions or 128)
+    noise = 3 * embedding_std(model, opened.tokens_of(None, 8 * width).view(-1, width)[:8])
     store = Store(results_dir(args.results))
     run_id = store.start_run("trace", {"model": opened.name, "prompt": args.prompt, "facts": len(facts),
                                        "samples": args.samples}, name=opened.name)
-    summary = []
+    try:
+        summary = _trace(opened, facts, noise, args)
+    except BaseException as err:
+        store.fail_run(run_id, f"{type(err).__name__}: {err}")
+        raise
+    store.finish_run(run_id, {"facts": summary})
+    return 0
+
+
+def _trace(opened, facts: list, noise: float, args: argparse.Namespace) -> list[dict]:
+    from ffnlab.analysis.tracing import trace
+
+    model, summary = opened.model, []
     for f in facts:
         tr = trace(model, f.tokens, f.subject, f.answer, noise, samples=args.samples, window=args.window)
         words = [opened.decode([t]) for t in f.tokens]
@@ -67,5 +85,4 @@ def run(args: argparse.Namespace) -> int:
                 print(f"   {star}{words[p]!r:>16} {float(eff[layer, j]):+.3f} @ layer {layer}")
         summary.append({"prompt": f.text, "total_effect": tr.total_effect,
                         **{f"peak_{k}": float(e.max()) for k, e in tr.effects.items()}})
-    store.finish_run(run_id, {"facts": summary})
-    return 0
+    return summary

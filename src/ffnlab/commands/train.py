@@ -24,6 +24,7 @@ TRAIN_FLAGS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "mi
                "weight_decay": float, "grad_clip": float, "grad_accum": int, "precision": str, "eval_every": int,
                "eval_batches": int, "checkpoint_every": int, "seed": int}
 SECTIONS = ("model", "train", "data")
+DATA_SETTINGS = {"path": str, "tokenizer": str, "vocab_size": int}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,16 +62,28 @@ def read_config(path: str) -> dict[str, Any]:
     if not isinstance(cfg, dict) or set(cfg) - set(SECTIONS):
         extra = sorted(set(cfg) - set(SECTIONS)) if isinstance(cfg, dict) else ["(not a table)"]
         raise FFNLabError(f"config file {path!r} has unknown section {extra[0]!r}; sections: {', '.join(SECTIONS)}")
+    for name, section in cfg.items():
+        if not isinstance(section, dict):
+            raise FFNLabError(f"config file {path!r}: [{name}] must be a table of settings, got {section!r}")
+    data = cfg.get("data", {})
+    for key, kind in DATA_SETTINGS.items():
+        if key in data and not (isinstance(data[key], kind) and not isinstance(data[key], bool)):
+            what = "an integer" if kind is int else "a string"
+            raise FFNLabError(f"config file {path!r}: data.{key} must be {what}, got {data[key]!r}")
     return cfg
+
+
+def preset_name(args: argparse.Namespace, file: dict[str, Any]) -> str:
+    return args.preset or file.get("model", {}).get("preset", "small")
 
 
 def build_configs(args: argparse.Namespace, file: dict[str, Any], vocab_size: int) -> tuple[ModelConfig, Any]:
     from ffnlab.train import TrainConfig
 
     model = dict(file.get("model", {}))
-    base = preset(args.preset or model.pop("preset", "small"))
+    base = preset(preset_name(args, file))
     model.pop("preset", None)
-    if "ffn" in model:
+    if isinstance(model.get("ffn"), dict):  # a partial table: the preset's FFN fills in the rest
         model["ffn"] = ffn_from_dict({**dataclasses.asdict(base.ffn), **model["ffn"]})
     model.setdefault("vocab_size", vocab_size)
     cfg = ModelConfig.from_dict({**base.to_dict(), **model})
@@ -78,6 +91,7 @@ def build_configs(args: argparse.Namespace, file: dict[str, Any], vocab_size: in
         cfg = cfg.with_ffn(kind=args.ffn)
     train = dict(file.get("train", {}))
     train.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
+    train.setdefault("seq_len", min(TrainConfig().seq_len, cfg.max_seq_len))  # a default that fits the model
     return cfg, TrainConfig.from_dict(train)
 
 
@@ -92,20 +106,25 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise FFNLabError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if not args.out and args.name and (Path(args.name).name != args.name or args.name in (".", "..")):
+        raise FFNLabError(f"--name {args.name!r} names a run, not a path; leave out '/' (or pass --out)")
     file = read_config(args.config) if args.config else {}
     data_cfg = dict(file.get("data", {}))
-    extra = sorted(set(data_cfg) - {"path", "tokenizer", "vocab_size"})
+    extra = sorted(set(data_cfg) - set(DATA_SETTINGS))
     if extra:
-        raise FFNLabError(f"unknown data setting {extra[0]!r}; known: path, tokenizer, vocab_size")
+        raise FFNLabError(f"unknown data setting {extra[0]!r}; known: {', '.join(DATA_SETTINGS)}")
+    vocab_size = args.vocab_size if args.vocab_size is not None else data_cfg.get("vocab_size", 4096)
+    if vocab_size < 1:
+        raise FFNLabError(f"vocab_size must be a positive integer, got {vocab_size}")
     root = results_dir(args.results)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = prepare_data(args.data or data_cfg.get("path"), args.tokenizer or data_cfg.get("tokenizer", "bpe"),
-                            args.vocab_size or data_cfg.get("vocab_size", 4096), cache_dir=root / "cache")
+                            vocab_size, cache_dir=root / "cache")
     for w in caught:
         print(f"ffnlab train: note: {w.message}")
     model_cfg, train_cfg = build_configs(args, file, data.vocab_size)
-    label = args.name or f"{args.preset or 'small'}-{model_cfg.ffn.kind}-s{train_cfg.seed}"
+    label = args.name or f"{preset_name(args, file)}-{model_cfg.ffn.kind}-s{train_cfg.seed}"
     out = Path(args.out) if args.out else root / "runs" / label
     fn = train_or_reuse if args.reuse else train
     result = fn(model_cfg, train_cfg, data, out, store=Store(root), name=label, progress=not args.quiet,

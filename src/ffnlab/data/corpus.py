@@ -109,12 +109,13 @@ def split_documents(docs: list[Document]) -> Splits:
 
 
 def split_blocks(doc: Document) -> Splits:
-    """One document: `BLOCKS` contiguous blocks cut at line ends; of every 10, the 9th is validation
-    and the 10th test."""
+    """One document: `BLOCKS` contiguous blocks cut at line ends (mid-line where a block holds none);
+    of every 10, the 9th is validation and the 10th test."""
     text, cuts = doc.text, [0]
     for i in range(1, BLOCKS):
-        at = text.find("\n", i * len(text) // BLOCKS)
-        cuts.append(max(cuts[-1], at + 1 if at >= 0 else len(text)))
+        target = i * len(text) // BLOCKS
+        at = text.find("\n", target, (i + 1) * len(text) // BLOCKS)
+        cuts.append(max(cuts[-1], at + 1 if at >= 0 else target))
     cuts.append(len(text))
     blocks = [Document(f"{doc.name}#{i}", text[a:b]) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
     every = round(1 / VAL_FRACTION)
@@ -123,7 +124,7 @@ def split_blocks(doc: Document) -> Splits:
     parts = {r: tuple(b for b, rb in zip(blocks, role) if rb == r and b.text) for r in ("train", "val", "test")}
     if not all(parts.values()):
         raise FFNLabError(f"corpus {doc.name!r} ({len(text)} characters) is too small to split into training, "
-                          "validation and test blocks at line ends; give a longer text or several documents")
+                          "validation and test blocks; give a longer text or several documents")
     return parts["train"], parts["val"], parts["test"]
 
 

@@ -54,6 +54,10 @@ class Tokenizer(ABC):
     def decode(self, ids: Iterable[int]) -> str:
         """The text of token ids."""
 
+    @abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the tokenizer as JSON (`load_saved` reads it back)."""
+
 
 class HFTokenizerWrapper(Tokenizer):
     def __init__(self, tok: HFTokenizer, kind: str):
@@ -140,6 +144,24 @@ def load_pretrained(path: str | Path) -> HFTokenizerWrapper:
     return HFTokenizerWrapper(tok, f"pretrained:{file.parent.name}")
 
 
+def load_saved(path: str | Path) -> Tokenizer:
+    """A tokenizer written by `Tokenizer.save`: a char table or a Hugging Face `tokenizer.json`."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+        saved = json.loads(text)
+        if isinstance(saved, dict) and saved.get("kind") == "char":
+            if not isinstance(saved.get("chars"), str):
+                raise ValueError("'chars' is not a string")
+            return CharTokenizer(saved["chars"])
+        return HFTokenizerWrapper(HFTokenizer.from_str(text), "bpe")
+    except FFNLabError:
+        raise
+    except Exception as err:  # OSError, bad JSON, or the Rust library's bare Exception
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FFNLabError(f"cannot read tokenizer {str(file)!r}: {why}") from None
+
+
 def get_tokenizer(kind: str, corpus: Corpus, vocab_size: int, cache_dir: Path) -> Tokenizer:
     """Build or load from cache: `bpe` and `char` are trained on `corpus`; anything else is a path."""
     if kind not in KINDS:
@@ -149,9 +171,7 @@ def get_tokenizer(kind: str, corpus: Corpus, vocab_size: int, cache_dir: Path) -
     suffix = f"-{vocab_size}" if kind == "bpe" else ""
     path = cache_dir / "tokenizers" / f"{kind}-{corpus.fingerprint}{suffix}.json"
     if path.is_file():
-        if kind == "bpe":
-            return HFTokenizerWrapper(HFTokenizer.from_file(str(path)), "bpe")
-        return CharTokenizer(json.loads(path.read_text())["chars"])
+        return load_saved(path)
     tok: Tokenizer = train_bpe(corpus, vocab_size) if kind == "bpe" else CharTokenizer.train(corpus)
-    tok.save(path)  # type: ignore[attr-defined]
+    tok.save(path)
     return tok

@@ -99,6 +99,10 @@ class MLMData:
     def fingerprint(self) -> str:
         return f"{self.data.fingerprint}-mlm{self.prob}"
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.data.tokenizer
+
     def batch(self, split: str, index: int, batch_size: int, seq_len: int, seed: int) -> tuple[Tensor, Tensor]:
         tokens, _ = self.data.batch(split, index, batch_size, seq_len, seed)
         tokens = tokens.numpy()

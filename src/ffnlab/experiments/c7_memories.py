@@ -6,15 +6,13 @@
     c7-fact-tracing    causal tracing of MLP vs attention states on shipped facts (Meng et al.
                        2022) and knowledge-neuron suppress / amplify (Dai et al. 2022)
 
-The plumbing here (`open_model`, `corpus_tokens`, `memories`) is what `ffnlab memories`,
-`ffnlab neuron` and `ffnlab trace` call.
+The plumbing here (`memories`, `mark`) is what `ffnlab memories` and `ffnlab neuron` call; models
+are opened, with their own tokenizers, by `ffnlab.open`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -28,63 +26,11 @@ from ffnlab.errors import FFNLabError
 from ffnlab.experiments.common import few_threads
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
+from ffnlab.open import Opened, open_model
 from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
 
 
 # -- plumbing shared with the CLI -----------------------------------------------------------------
-@dataclass
-class Opened:
-    """A model with the hook contract, and how to turn its text into tokens and back."""
-
-    name: str
-    model: Any
-    encode: Callable[[str], list[int]]
-    decode: Callable[[list[int]], str]
-    vocab_size: int
-    tokens_of: Callable[[str | None, int], Tensor]  # (corpus path, n tokens) -> (N,) validation tokens
-    caveats: list[str]
-
-
-def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu") -> Opened:
-    """`spec`: an ffnlab run/checkpoint directory, or a pretrained name or path (`ffnlab.pretrained`), on `device`.
-
-    `tokens_of` gives CPU tensors; the analyses move them to the model's device.
-    """
-    from ffnlab.train.checkpoint import checkpoint_dir
-
-    if checkpoint_dir(spec) is not None:
-        from ffnlab.data.tokens import prepare_data
-        from ffnlab.train.checkpoint import load_model
-
-        model = load_model(spec, device)
-        data = prepare_data(None, "bpe", model.config.vocab_size)
-        tok = data.tokenizer
-
-        def own_tokens(path: str | None, n: int) -> Tensor:
-            d = data if path is None else prepare_data(path, "bpe", model.config.vocab_size)
-            return torch.as_tensor(d.val[:n].astype("int64"))
-        return Opened(Path(spec).name, model, lambda s: tok.encode(s).tolist(), lambda ids: tok.decode(ids),
-                      model.config.vocab_size, own_tokens, [])
-    from ffnlab.data.corpus import load_corpus
-    from ffnlab.pretrained import load
-
-    model = load(spec, dtype=dtype, verify=False, progress=progress, device=device)
-    tok = model.tokenizer
-    if tok is None:
-        raise FFNLabError(f"{spec} has no tokenizer; C7 analyses need one to read text")
-    encode = lambda s: tok(s, add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
-
-    def hf_tokens(path: str | None, n: int) -> Tensor:
-        corpus = load_corpus(path)
-        text = "\n".join(d.text for d in corpus.val + corpus.train)[: 8 * n]  # ~4 chars a token; margin
-        return torch.tensor(encode(text)[:n], dtype=torch.long)
-    caveats = []
-    if "dequantised_from" in model.meta:
-        caveats.append(f"{model.meta['name']}: weights are dequantised {model.meta['dequantised_from']} GGUF values")
-    return Opened(model.meta.get("name", spec), model, encode, lambda ids: tok.decode(ids), len(tok), hf_tokens,
-                  caveats)
-
-
 def mark(opened: Opened, stats: NeuronStats, index: int, width: int = 12, style: str = "brackets") -> str:
     """A trigger context as text with its trigger token marked ([[tok]] or ANSI bold)."""
     ctx, at = stats.context(index, width)
@@ -98,7 +44,7 @@ def memories(opened: Opened, tokens: Tensor, out: str | Path, cfg: StatsConfig =
     """The streaming pass (resumable from `out`), then agreement (and promotion) per layer."""
     out = Path(out)
     resume = None
-    if (out / "meta.json").exists():
+    if NeuronStats.saved(out) is not None:
         old = NeuronStats.load(out)
         if old.cfg == cfg and old.seq_len == seq_len and torch.equal(old.tokens, tokens):
             resume = old

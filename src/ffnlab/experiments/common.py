@@ -28,6 +28,7 @@ from ffnlab.results import atomic_write_text
 from ffnlab.store import Store, config_hash
 from ffnlab.threads import default_threads
 from ffnlab.train import TrainConfig, TrainResult, run_hash, train_or_reuse
+from ffnlab.train.trainer import training_code
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,7 @@ def train_config(ctx: Context, seed: int, **changes) -> TrainConfig:
 def _train(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str) -> TrainResult:
     """Train, or reuse a finished identical run (same config, data and training code) from the store."""
     store = Store(ctx.results)
-    code = code_fingerprint("ffnlab.train.trainer", type(task).__module__)
-    out = Path(ctx.results) / "runs" / f"{run_hash(model_cfg, train_cfg, task)}-{code}"
+    out = Path(ctx.results) / "runs" / f"{run_hash(model_cfg, train_cfg, task)}-{training_code(task)}"
     return train_or_reuse(model_cfg, train_cfg, task, out, store=store, name=name, progress=ctx.progress,
                           device=ctx.device)
 
@@ -141,7 +141,7 @@ def family_lr(ctx: Context, model_cfg: ModelConfig, task) -> float:
     each sweep run `sweep_steps` long on seed 0 (cached in <results>/lr-sweeps/, reused)."""
     s, fam = size(ctx), family(model_cfg)
     canon = sweep_model(ctx, model_cfg)
-    code = code_fingerprint("ffnlab.train.trainer", type(task).__module__, __name__)
+    code = training_code(task) + code_fingerprint(__name__)
     key = config_hash({"model": canon.to_dict(), "data": task.fingerprint, "lrs": s.lrs, "steps": s.sweep_steps,
                        "code": code})
     path = Path(ctx.results) / "lr-sweeps" / f"{fam}-{key}.json"

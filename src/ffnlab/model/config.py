@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ffnlab.errors import FFNLabError, unknown
+from ffnlab.errors import FFNLabError, check_field_types, unknown
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "relu2", "identity", "sigmoid")
 ARCHS = ("decoder", "encoder")
@@ -49,6 +49,7 @@ class FFNConfig:
     def __post_init__(self) -> None:
         from ffnlab.model.ffn import FFN_KINDS  # the registry is the one source of kinds
 
+        check_field_types(self)
         if self.kind not in FFN_KINDS:
             raise unknown("ffn kind", self.kind, FFN_KINDS)
         if self.activation not in ACTIVATIONS:
@@ -65,6 +66,7 @@ class FFNConfig:
         _check(self.capacity_factor is None or self.capacity_factor > 0,
                f"capacity_factor must be positive or None, got {self.capacity_factor}")
         _check(self.rank is None or self.rank > 0, f"rank must be a positive integer, got {self.rank}")
+        _check(self.aux_loss_coef >= 0, f"aux_loss_coef must be >= 0, got {self.aux_loss_coef}")
 
     def width(self, d_model: int) -> int:
         """Hidden width F of one FFN (of one expert for `moe`)."""
@@ -106,6 +108,8 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
+        _check(isinstance(self.ffn, FFNConfig), f"ffn must be an FFN config table, got {self.ffn!r}")
         if self.arch not in ARCHS:
             raise unknown("arch", self.arch, ARCHS)
         if self.norm not in NORMS:
@@ -122,6 +126,8 @@ class ModelConfig:
         _check(self.positions != "rotary" or (self.d_model // self.n_heads) % 2 == 0,
                "rotary positions need an even head dimension")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(self.norm_eps > 0, f"norm_eps must be positive (e.g. 1e-5), got {self.norm_eps}")
+        _check(self.rotary_base > 0, f"rotary_base must be positive, got {self.rotary_base}")
         _check(self.type_vocab_size >= 0, "type_vocab_size must be >= 0")
         layers = [layer for layer, _ in self.ffn_overrides]
         _check(len(set(layers)) == len(layers), f"ffn_overrides names a layer twice: {layers}")
@@ -159,6 +165,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        _check(isinstance(d, dict), f"a model config must be a table of settings, got {d!r}")
         d = dict(d)
         names = {f.name for f in dataclasses.fields(cls)}
         extra = sorted(set(d) - names)
@@ -167,7 +174,11 @@ class ModelConfig:
         if "ffn" in d:
             d["ffn"] = ffn_from_dict(d["ffn"])
         if "ffn_overrides" in d:
-            d["ffn_overrides"] = tuple((int(layer), ffn_from_dict(c)) for layer, c in d["ffn_overrides"])
+            pairs = d["ffn_overrides"]
+            _check(isinstance(pairs, (list, tuple)) and all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+                for p in pairs), f"ffn_overrides must be a list of [layer, ffn table] pairs, got {pairs!r}")
+            d["ffn_overrides"] = tuple((layer, ffn_from_dict(c)) for layer, c in pairs)
         return cls(**d)
 
     def to_json(self) -> str:
@@ -181,6 +192,7 @@ class ModelConfig:
 def ffn_from_dict(d: dict[str, Any] | FFNConfig) -> FFNConfig:
     if isinstance(d, FFNConfig):
         return d
+    _check(isinstance(d, dict), f"an ffn config must be a table of settings, got {d!r}")
     names = {f.name for f in dataclasses.fields(FFNConfig)}
     extra = sorted(set(d) - names)
     if extra:

@@ -10,9 +10,11 @@ Nothing is downloaded: HF_HUB_OFFLINE is set before transformers is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -37,9 +39,29 @@ def _config(path: Path) -> dict:
         cfg = json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise FFNLabError(f"{file} is not valid JSON ({err})") from None
+    if not isinstance(cfg, dict):
+        raise FFNLabError(f"{file} is not a JSON object")
     if cfg.get("model_type") not in ADAPTERS:
         raise unknown("architecture", cfg.get("model_type"), ADAPTERS)
+    check_sizes(cfg, file)
     return cfg
+
+
+# sizes a config.json may give, and the largest plausible value of each (a bigger one is a typo or a
+# damaged file, and building it would take minutes or all memory)
+SIZES = {"n_layer": 1024, "num_hidden_layers": 1024, "n_head": 1024, "num_attention_heads": 1024,
+         "num_key_value_heads": 1024, "n_embd": 65536, "hidden_size": 65536, "n_inner": 1 << 20,
+         "intermediate_size": 1 << 20, "vocab_size": 1 << 22, "n_positions": 1 << 22,
+         "max_position_embeddings": 1 << 22, "type_vocab_size": 1 << 16}
+
+
+def check_sizes(cfg: dict, file: Path) -> None:
+    for key, most in SIZES.items():
+        value = cfg.get(key)
+        if value is None and key in ("n_inner", "num_key_value_heads"):
+            continue  # None: derived from the other sizes
+        if key in cfg and not (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= most):
+            raise FFNLabError(f"{file}: {key} must be an integer between 1 and {most}, got {value!r}")
 
 
 def _weight_names(path: Path) -> list[str]:
@@ -73,6 +95,27 @@ def _hf_class(cfg: dict, names: list[str]):
     return tf.LlamaForCausalLM
 
 
+# what transformers raises for a config or checkpoint that makes no model
+HF_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, AssertionError, ZeroDivisionError)
+
+
+@contextlib.contextmanager
+def _quiet_transformers(progress: bool = True) -> Iterator[None]:
+    """Only transformers' errors (e.g. "unused weights: pooler" is expected, not news); bars if `progress`."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def checkpoint(source: str | os.PathLike, progress: bool = True) -> tuple[str, Path, dict]:
     """(name, checkpoint dir, meta) for a packaged name, a checkpoint directory or a GGUF file."""
     name, path = resolve(source)
@@ -104,22 +147,14 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
     cfg = _config(path)
     cls = _hf_class(cfg, _weight_names(path))
     from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # e.g. "unused weights: pooler" is expected, not news
-    if not progress:
-        hf_logging.disable_progress_bar()
     try:
-        hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
-        has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
-        tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        with _quiet_transformers(progress):
+            hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
+            has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
+            tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
+    except HF_ERRORS as err:
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     meta.update(architecture=cfg["model_type"], dtype=str(hf.dtype).removeprefix("torch."))
     model = ADAPTERS[cfg["model_type"]](hf.to(device), tokenizer, meta)
     model.meta["load_seconds"] = round(time.perf_counter() - t0, 2)
@@ -157,13 +192,20 @@ def describe(source: str | os.PathLike) -> dict:
         _config(path)
         from transformers import AutoConfig
 
-        hf_cfg = AutoConfig.from_pretrained(path)
+        try:
+            with _quiet_transformers():
+                hf_cfg = AutoConfig.from_pretrained(path)
+        except HF_ERRORS as err:
+            raise FFNLabError(f"{path}: cannot read config.json: {type(err).__name__}: {err}") from None
         names = _weight_names(path)
         row["weights"] = "safetensors"
     cls = _hf_class(hf_cfg.to_dict(), names)
-    with torch.device("meta"):
-        hf = cls(hf_cfg)
-    model = ADAPTERS[hf_cfg.model_type](hf, None, {"name": name})
+    try:
+        with torch.device("meta"), _quiet_transformers():
+            hf = cls(hf_cfg)
+        model = ADAPTERS[hf_cfg.model_type](hf, None, {"name": name})
+    except HF_ERRORS as err:
+        raise FFNLabError(f"{path}: its config does not make a model: {type(err).__name__}: {err}") from None
     row.update(architecture=hf_cfg.model_type, hf_class=cls.__name__, layers=model.n_layers,
                d_model=model.d_model, d_ff=model.d_ff, vocab=model.vocab_size, params=model.n_params())
     return row

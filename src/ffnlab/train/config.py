@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ffnlab.errors import FFNLabError, unknown
+from ffnlab.errors import FFNLabError, check_field_types, unknown
 
 PRECISIONS = ("bf16", "fp32")
 
@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.precision not in PRECISIONS:
             raise unknown("precision", self.precision, PRECISIONS)
         for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "eval_batches",
@@ -72,6 +73,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise FFNLabError(f"a train config must be a table of settings, got {d!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         extra = sorted(set(d) - names)
         if extra:

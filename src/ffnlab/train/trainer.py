@@ -26,10 +26,12 @@ from ffnlab.data.ngram import beside
 from ffnlab.data.tokens import IGNORE, MLMData, TokenData
 from ffnlab.device import autocast, module_device, resolve_device, to_device
 from ffnlab.errors import FFNLabError
+from ffnlab.fingerprint import code_fingerprint
 from ffnlab.model import ModelConfig, Transformer
-from ffnlab.store import Store, config_hash
-from ffnlab.train.checkpoint import (CHECKPOINT, TrainerState, checkpoint_dir, load_model, load_trainer_state,
-                                     restore, save_checkpoint)
+from ffnlab.store import Run, Store, config_hash
+from ffnlab.train.checkpoint import (CHECKPOINT, TrainerState, checkpoint_dir, clean_stale, load_model,
+                                     load_trainer_state, locked, read_model_config, restore, save_checkpoint, seal,
+                                     weights_sha256)
 from ffnlab.train.config import TrainConfig
 
 
@@ -88,6 +90,11 @@ def for_model(model_cfg: ModelConfig, data: Data) -> Data:
 
 def run_hash(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data) -> str:
     return config_hash({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "data": data.fingerprint})
+
+
+def training_code(data: Data) -> str:
+    """Fingerprint of the code a run's weights depend on: the trainer (and all it imports) and the data's module."""
+    return code_fingerprint("ffnlab.train.trainer", type(data).__module__)
 
 
 def loss_of(model: Transformer, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -166,7 +173,7 @@ def _resume_state(out_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, data:
     if ckpt is None or ckpt == out_dir:
         return None
     saved = load_trainer_state(ckpt)
-    same_model = ModelConfig.from_json((ckpt / "model.json").read_text()) == model_cfg
+    same_model = read_model_config(ckpt) == model_cfg
     if not (same_model and saved.train == cfg.to_dict() and saved.data == data.fingerprint):
         raise FFNLabError(f"{str(out_dir)!r} holds a checkpoint of a different run (model, train config or data "
                           "differ); choose another output directory or start over without resuming")
@@ -181,6 +188,13 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: s
     device = resolve_device(device)
     data = for_model(model_cfg, data)
     _check(model_cfg, cfg, data)
+    with locked(out_dir):
+        clean_stale(out_dir)
+        return _train(model_cfg, cfg, data, out_dir, store, name, progress, resume, device)
+
+
+def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: Data, out_dir: Path, store: Store | None, name: str,
+           progress: bool, resume: bool, device: torch.device) -> TrainResult:
     torch.manual_seed(cfg.seed)  # seeds every device's generator
     model = Transformer(model_cfg).to(device).train()  # initialised on the CPU: the same weights on any device
     opt = make_optimizer(model, cfg)
@@ -198,13 +212,16 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: s
             store.fail_run(run_id, str(err) or type(err).__name__, {"step": state.step})
         raise
     tps = state.tokens / state.seconds if state.seconds else 0.0
+    code = training_code(data)
     summary = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "steps": state.step,
                "tokens": state.tokens, "train_seconds": state.seconds, "tokens_per_second": tps,
                "params": sum(p.numel() for p in model.parameters()), "out_dir": str(out_dir.resolve()),
-               "device": device.type, **beside(data, val_loss)}
+               "device": device.type, "code": code, "weights_sha256": seal(out_dir / CHECKPOINT, state, code),
+               **beside(data, val_loss)}
+    clean_stale(out_dir)
     if store is not None and run_id is not None:
         store.add_artifact(run_id, "checkpoint", out_dir / CHECKPOINT)
-        store.finish_run(run_id, summary)
+        store.finish_run(run_id, summary, wall_seconds=state.wall)
     return TrainResult(model.eval(), run_id, val_loss, state.history, out_dir, tps, state.step, summary=summary)
 
 
@@ -216,7 +233,7 @@ def _open_run(store: Store | None, state: TrainerState, model_cfg: ModelConfig, 
     if state.run_id is not None:
         try:
             if store.run(state.run_id).config_hash == h:
-                store.restart_run(state.run_id)
+                store.restart_run(state.run_id, from_step=state.step)
                 return state.run_id
         except FFNLabError:
             pass  # the checkpoint's run is not in this store: record a new one
@@ -230,6 +247,7 @@ def _loop(model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig, data
                unit_scale=True, disable=not progress, desc=name or "train", dynamic_ncols=True)
     last_good = state.step if checkpoint_dir(out_dir) else None
     device = module_device(model)
+    t_start, wall_before = time.perf_counter(), state.wall  # wall: time this run's processes were alive
     try:
         for step in range(state.step, cfg.steps):
             t0 = time.perf_counter()
@@ -257,7 +275,8 @@ def _loop(model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig, data
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
                 _record_eval(model, cfg, data, state, store, lr)
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
-                save_checkpoint(out_dir, model, opt, state)
+                state.wall = wall_before + time.perf_counter() - t_start
+                save_checkpoint(out_dir, model, opt, state, getattr(data, "tokenizer", None))
                 last_good = state.step
     finally:
         bar.close()
@@ -283,11 +302,32 @@ def train_or_reuse(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, o
     if store is not None:
         data = for_model(model_cfg, data)
         run = store.find_finished("train", run_hash(model_cfg, train_cfg, data))
-        path = store.artifacts(run.id).get("checkpoint") if run is not None else None
-        ckpt = checkpoint_dir(path) if path is not None else None
-        if run is not None and ckpt is not None:
+        ckpt = reusable_checkpoint(store, run, training_code(data)) if run is not None else None
+        if ckpt is not None:
             saved = load_trainer_state(ckpt)
             s = run.summary
             return TrainResult(load_model(ckpt, device), run.id, float(s["val_loss"]), saved.history, ckpt.parent,
                                float(s.get("tokens_per_second", 0.0)), saved.step, reused=True, summary=s)
     return train(model_cfg, train_cfg, data, out_dir, store, name, progress, resume, device)
+
+
+def reusable_checkpoint(store: Store, run: Run, code: str) -> Path | None:
+    """The checkpoint of the finished training `run` if it verifiably holds that run's result, else None.
+
+    Verified: the checkpoint's model, train config and data hash to the run's config hash, it
+    reached the run's step count, it was trained by code with fingerprint `code` (see
+    `training_code`), and its weights have the sha256 recorded when the run finished.
+    """
+    path = store.artifacts(run.id).get("checkpoint")
+    ckpt = checkpoint_dir(path) if path is not None else None
+    recorded = run.summary.get("weights_sha256")
+    if ckpt is None or ckpt.name != CHECKPOINT or run.status != "finished" or not recorded:
+        return None
+    try:
+        saved = load_trainer_state(ckpt)
+        config = {"model": read_model_config(ckpt).to_dict(), "train": saved.train, "data": saved.data}
+    except FFNLabError:
+        return None
+    same = (config_hash(config) == run.config_hash and saved.step == saved.train.get("steps")
+            and saved.code == run.summary.get("code") == code and saved.weights_sha256 == recorded)
+    return ckpt if same and weights_sha256(ckpt) == recorded else None
