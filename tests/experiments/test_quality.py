@@ -118,3 +118,24 @@ def test_a_result_from_other_code_is_recomputed_unless_reuse_stale(tmp_path, mon
     again = run_experiment("fake-exp", results=tmp_path, progress=False)
     assert len(calls) == 2 and again.code_fingerprint == registry.EXPERIMENTS["fake-exp"].fingerprint()
 
+
+
+def test_a_training_run_from_other_training_code_is_not_reused(tmp_path, monkeypatch):
+    from ffnlab.experiments import common
+    from ffnlab.store import Store
+
+    ctx = Context(mode="quick", seeds=(0,), results=tmp_path, progress=False, options={"size": "test"})
+    task = common.data(ctx)
+    cfg = common.base_model(ctx, task.vocab_size)
+    train_cfg = common.train_config(ctx, 0, steps=3, eval_every=3, checkpoint_every=3)
+    first = common.fit(ctx, cfg, train_cfg, task, "m", sweep=False)
+    common.fit(ctx, cfg, train_cfg, task, "m", sweep=False)
+    assert len(Store(tmp_path).runs(kind="train")) == 1  # same code: reused
+    from ffnlab.train import trainer
+
+    real = trainer.code_fingerprint
+    monkeypatch.setattr(trainer, "code_fingerprint", lambda *m: "edited" + real(*m))
+    again = common.fit(ctx, cfg, train_cfg, task, "m", sweep=False)
+    assert len(Store(tmp_path).runs(kind="train")) == 2  # the trainer changed: trained anew
+    assert again.quality.test_loss == first.quality.test_loss  # same code path, same numbers
+    assert [q.name for q in ctx.trained] == ["m"] * 3
