@@ -139,3 +139,14 @@ def test_a_training_run_from_other_training_code_is_not_reused(tmp_path, monkeyp
     assert len(Store(tmp_path).runs(kind="train")) == 2  # the trainer changed: trained anew
     assert again.quality.test_loss == first.quality.test_loss  # same code path, same numbers
     assert [q.name for q in ctx.trained] == ["m"] * 3
+
+
+def test_a_reference_model_short_of_its_bar_is_flagged_but_does_not_withhold_the_verdict():
+    reference = Quality("ref", 2, "none", 1e-3, 100, 2.5, 1000, 2.0, "trigram", 0.2, 0.001, False,
+                        in_verdict=False)
+    r = _result()
+    apply_labels(r, _ctx((0, 1, 2), [quality(), reference]), EXP)
+    assert r.verdict == "supported"
+    assert [q["meets"] for q in r.training] == [True, False]
+    apply_labels(r, _ctx((0, 1, 2), [quality(test_loss=1.9), reference]), EXP)
+    assert r.verdict == INCONCLUSIVE and "1 of the 1 trained models the criterion uses" in r.reason

@@ -21,6 +21,7 @@ CRITERION = Criterion("held-out loss of the linear FFN minus that of the GELU FF
                       "95% t-interval over seeds above 0.02 nats; for 'supported' the linear FFN must also "
                       "be no better than no FFN at matched parameters (by more than 0.02 nats)")
 TOLERANCE = 0.02  # nats: differences below this are treated as no difference
+REFERENCE = "no FFN (same depth)"  # shown for reference; the criterion compares at matched parameters
 
 
 def variants(ctx: Context, vocab_size: int) -> dict[str, object]:
@@ -45,7 +46,8 @@ def nonlinearity(ctx: Context) -> Result:
     jobs = [(seed, name) for seed in ctx.seeds for name in cfgs]
     with few_threads():
         for seed, name in progress_bar(jobs, ctx, "C3 nonlinearity"):
-            run = fit(ctx, cfgs[name], train_config(ctx, seed), task, f"c3 {name} s{seed}")
+            run = fit(ctx, cfgs[name], train_config(ctx, seed), task, f"c3 {name} s{seed}",
+                      in_verdict=name != REFERENCE)
             losses[name].append(run.test_loss)
     gap = [lin - full for lin, full in zip(losses["linear FFN"], losses["gelu FFN"])]
     matched = ["no FFN (matched params, deeper)", "no FFN (matched params, wider)"]

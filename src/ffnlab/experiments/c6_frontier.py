@@ -33,6 +33,7 @@ CRITERION = Criterion("held-out loss of one shared FFN minus the baseline (4x ML
                       "activation, or shrinking the FFN to width ratio 1, costs less than 0.05 nats")
 PRUNE = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 BASELINE = "ratio 4 (baseline)"
+IN_VERDICT = (BASELINE, "one shared FFN", "ratio 1")  # the models the criterion uses; the rest draw the frontier
 
 
 def variants(base: ModelConfig) -> dict[str, ModelConfig]:
@@ -107,7 +108,7 @@ def efficiency_frontier(ctx: Context) -> Result:
     jobs = [(seed, k) for seed in ctx.seeds for k in cfgs]
     with few_threads():
         for seed, k in progress_bar(jobs, ctx, "C6 frontier"):
-            run = fit(ctx, cfgs[k], train_config(ctx, seed), task, f"c6 {k} s{seed}")
+            run = fit(ctx, cfgs[k], train_config(ctx, seed), task, f"c6 {k} s{seed}", in_verdict=k in IN_VERDICT)
             losses[k].append(run.test_loss)
             tokens = task.batch("test", 4000, 8, s.seq_len, seed)[0]
             lat[k].append(latency(run.model, tokens))

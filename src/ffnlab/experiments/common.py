@@ -174,19 +174,20 @@ class Fitted:
 
 
 def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str, exempt: str = "",
-        sweep: bool = True) -> Fitted:
+        sweep: bool = True, in_verdict: bool = True) -> Fitted:
     """Train (or reuse) a model at its family's learning rate and score it against its bar.
 
     The model's `Quality` is appended to `ctx.trained`; `exempt` says why the bar does not apply
-    (a control built to be crippled). `sweep=False` keeps `train_cfg.lr` (a task with its own
-    tuned schedule)."""
+    (a control built to be crippled); `in_verdict=False` marks a model the criterion does not use
+    (shown for reference: its shortfall is flagged, but does not withhold the verdict).
+    `sweep=False` keeps `train_cfg.lr` (a task with its own tuned schedule)."""
     s = size(ctx)
     if sweep:
         lr = family_lr(ctx, model_cfg, task)
         train_cfg = train_cfg.replace(lr=lr, min_lr=lr / 10)
     run = _train(ctx, model_cfg, train_cfg, task, name)
     quality = assess(name, run, task, train_cfg.steps, train_cfg.lr, s.bar, s.plateau, s.seq_len, s.test_tokens,
-                     exempt)
+                     exempt, in_verdict)
     ctx.trained.append(quality)
     return Fitted(run.model, quality, run)
 

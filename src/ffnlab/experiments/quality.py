@@ -54,6 +54,7 @@ class Quality:
     improvement: float | None  # relative validation-loss improvement over the last 20% of steps
     plateau_required: bool
     exempt: str = ""  # why the bar does not apply (a control built to be crippled, a synthetic task)
+    in_verdict: bool = True  # False: shown for reference only; missing the bar is flagged, not fatal
 
     @property
     def gap(self) -> float | None:
@@ -118,16 +119,17 @@ def test_loss(model: torch.nn.Module, data: TokenData, seq_len: int, max_tokens:
 
 
 def assess(name: str, run, data, steps: int, lr: float, bar: float | None, plateau: bool, seq_len: int,
-           max_tokens: int | None, exempt: str = "") -> Quality:
+           max_tokens: int | None, exempt: str = "", in_verdict: bool = True) -> Quality:
     """Score a trained run (a `TrainResult`) against the n-gram baselines of its own tokenization."""
     fam = family(run.model.config)
     imp = improvement(run.history, steps)
     if not isinstance(data, TokenData):
         return Quality(name, run.run_id, fam, lr, steps, None, 0, None, "", None, imp, plateau,
-                       exempt or "synthetic task: no n-gram baseline applies")
+                       exempt or "synthetic task: no n-gram baseline applies", in_verdict)
     loss, n = _cached_test_loss(run, data, seq_len, max_tokens)
     base = ngram_baselines(data, n)
-    return Quality(name, run.run_id, fam, lr, steps, loss, n, base.best, base.best_order, bar, imp, plateau, exempt)
+    return Quality(name, run.run_id, fam, lr, steps, loss, n, base.best, base.best_order, bar, imp, plateau, exempt,
+                   in_verdict)
 
 
 def _cached_test_loss(run, data: TokenData, seq_len: int, max_tokens: int | None) -> tuple[float, int]:

@@ -125,7 +125,7 @@ def apply_labels(result: Result, ctx: Context, exp: Experiment) -> None:
         n = len(ctx.seeds)
         result.verdict = INDICATIVE + result.verdict
         result.reason += f" (indicative: {n} seed{'s' if n != 1 else ''}; a verdict needs >= {MIN_SEEDS} paired seeds)"
-    missed = [q for q in ctx.trained if not q.meets]
+    missed = [q for q in ctx.trained if q.in_verdict and not q.meets]
     if missed:
         result.extra["verdict_if_trained"] = {"verdict": result.verdict, "reason": result.reason}
         names = "; ".join(q.shortfall() for q in missed[:3]) + (f"; and {len(missed) - 3} more" if len(missed) > 3
@@ -133,7 +133,8 @@ def apply_labels(result: Result, ctx: Context, exp: Experiment) -> None:
         decide = (f"`ffnlab run {exp.name} --full` (longer training) would decide it" if ctx.mode == "quick"
                   else "a longer training budget (steps in ffnlab.experiments.common.SIZES['full']) would decide it")
         result.verdict = INCONCLUSIVE
-        result.reason = (f"{len(missed)} of {len(ctx.trained)} trained models miss their bar, so the numbers "
+        used = sum(q.in_verdict for q in ctx.trained)
+        result.reason = (f"{len(missed)} of the {used} trained models the criterion uses miss their bar, so the numbers "
                          f"carry no verdict: {names}. {decide}. Read as if trained: "
                          f"{result.extra['verdict_if_trained']['verdict']}.")
 

@@ -106,6 +106,8 @@ def training_table(qualities: list[dict], experiments: list[str] | None = None) 
         imp = q.get("improvement")
         plateau = "—" if imp is None else f"{100 * imp:.1f}% ({'yes' if q.get('plateaued') else 'no'})"
         standing = f"exempt: {q['exempt']}" if q.get("exempt") else ("meets the bar" if q["meets"] else "misses it")
+        if not q.get("in_verdict", True):
+            standing += " (reference: the criterion does not use it)"
         row = [q["name"], q["family"], q["lr"], q["steps"], q["test_loss"], q["best_ngram"], q.get("ngram_order", ""),
                q["gap"], q["bar"], plateau, standing]
         rows.append(([experiments[i]] if experiments else []) + row)
@@ -137,11 +139,13 @@ def models_section(study: StoredStudy) -> str:
     if not qualities:
         return ""
     measured = [q for q in qualities if not q.get("exempt") and q.get("bar") is not None]
-    meets = sum(q["meets"] for q in measured)
+    used = [q for q in measured if q.get("in_verdict", True)]
     return ('<section id="models"><h2>Are the models worth measuring?</h2>'
-            f"<p>{meets} of {len(measured)} trained language models clear their bar (the rest of the "
+            f"<p>{sum(q['meets'] for q in measured)} of {len(measured)} trained language models clear their bar; "
+            f"of the {len(used)} that criteria use, {sum(q['meets'] for q in used)} (the rest of the "
             f"{len(qualities)} are exempt controls or synthetic tasks). An experiment that rests on a model "
-            "which misses it has the verdict <em>inconclusive (under-trained)</em>.</p>"
+            "which misses it has the verdict <em>inconclusive (under-trained)</em>; a reference model that "
+            "misses it is flagged here and in its section.</p>"
             + training_table(qualities, owners) + "</section>")
 
 
