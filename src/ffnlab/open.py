@@ -39,21 +39,22 @@ class Opened:
             raise FFNLabError(f"seq_len={seq_len} exceeds {self.name}'s {self.max_positions} positions")
 
 
-def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True) -> Opened:
-    """`spec`: an ffnlab run/checkpoint directory, or a pretrained name or path (`ffnlab.pretrained`)."""
+def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu") -> Opened:
+    """`spec`: an ffnlab run/checkpoint directory, or a pretrained name or path (`ffnlab.pretrained`), on
+    `device`. `tokens_of` gives CPU tensors; the analyses move them to the model's device."""
     from ffnlab.train.checkpoint import checkpoint_dir
 
     ckpt = checkpoint_dir(spec)
-    return open_run(ckpt) if ckpt is not None else open_pretrained(spec, dtype, progress)
+    return open_run(ckpt, device) if ckpt is not None else open_pretrained(spec, dtype, progress, device)
 
 
-def open_run(ckpt: Path) -> Opened:
+def open_run(ckpt: Path, device: str = "cpu") -> Opened:
     """An ffnlab checkpoint and the tokenizer saved with it."""
     from ffnlab.data.corpus import load_corpus
     from ffnlab.train.checkpoint import load_model, load_tokenizer
 
     tok = load_tokenizer(ckpt)  # first: an old checkpoint without one fails before the weights load
-    model = load_model(ckpt)
+    model = load_model(ckpt, device)
     if tok.vocab_size > model.config.vocab_size:
         raise FFNLabError(f"{str(ckpt)!r}: its tokenizer has {tok.vocab_size} tokens but the model only "
                           f"{model.config.vocab_size}")
@@ -73,11 +74,11 @@ def open_run(ckpt: Path) -> Opened:
                   model.config.vocab_size, own_tokens, max_positions=model.config.max_seq_len)
 
 
-def open_pretrained(spec: str, dtype: str = "bfloat16", progress: bool = True) -> Opened:
+def open_pretrained(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu") -> Opened:
     from ffnlab.data.corpus import load_corpus
     from ffnlab.pretrained import load
 
-    model = load(spec, dtype=dtype, verify=False, progress=progress)
+    model = load(spec, dtype=dtype, verify=False, progress=progress, device=device)
     tok = model.tokenizer
     if tok is None:
         raise FFNLabError(f"{spec} has no tokenizer; analyses of text need one")

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ffnlab.analysis.tracing import embedding_std, fact_prompts, known_facts, shipped_facts, trace
+    from ffnlab.analysis.tracing import embedding_std, fact_prompts, known_facts, shipped_facts
     from ffnlab.device import module_device
     from ffnlab.open import open_model
     from ffnlab.store import Store
