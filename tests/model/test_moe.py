@@ -14,6 +14,15 @@ def moe(**changes) -> torch.nn.Module:
     return make_ffn(cfg, 0, {})
 
 
+def on_both_paths(ffn, forward) -> dict:
+    """`forward()` with each dispatch: {"indexed": ..., "padded": ...}."""
+    out = {}
+    for dispatch in ("indexed", "padded"):
+        ffn.dispatch = dispatch
+        out[dispatch] = forward()
+    return out
+
+
 def run(ffn, dispatch: str, x: torch.Tensor, names=("hook_pre", "hook_post")):
     ffn.dispatch = dispatch
     ffn.zero_grad(set_to_none=True)
@@ -46,11 +55,12 @@ def test_padded_dispatch_honours_an_edit_of_hook_post():
     torch.manual_seed(1)
     ffn = moe(capacity_factor=1.0)
     x = torch.randn(2, 12, D)
-    outs = {}
-    for dispatch in ("indexed", "padded"):
-        ffn.dispatch = dispatch
+
+    def ablated():
         with torch.no_grad(), ablate(ffn, ["hook_post"], neurons=list(range(0, 4 * ffn.expert_width, 3))):
-            outs[dispatch] = ffn(x)
+            return ffn(x)
+
+    outs = on_both_paths(ffn, ablated)
     plain = ffn(x).detach()
     assert (outs["indexed"] - plain).abs().max() > 1e-3  # the edit matters
     torch.testing.assert_close(outs["padded"], outs["indexed"], rtol=0, atol=1e-6)
@@ -69,12 +79,14 @@ def test_hooked_moe_runs_under_bf16_autocast_on_both_paths():
     torch.manual_seed(2)
     ffn = moe(capacity_factor=1.0)
     x = torch.randn(2, 10, D)
-    outs = {}
-    for dispatch in ("indexed", "padded"):
-        ffn.dispatch = dispatch
+
+    def hooked_bf16():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), \
                 capture(ffn, ["hook_pre", "hook_post"]) as cache:
-            outs[dispatch] = (ffn(x).float(), cache["hook_post"])
+            y = ffn(x).float()
         assert cache["hook_pre"].dtype == cache["hook_post"].dtype == torch.float32
+        return y, cache["hook_post"]
+
+    outs = on_both_paths(ffn, hooked_bf16)
     torch.testing.assert_close(outs["padded"][0], outs["indexed"][0], rtol=0, atol=1e-6)
     torch.testing.assert_close(outs["padded"][1], outs["indexed"][1], rtol=0, atol=0)

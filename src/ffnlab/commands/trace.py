@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.prompt:
         opened.check_window(len(opened.encode(args.prompt)))
         with torch.no_grad():
-            top = int(model(torch.tensor([opened.encode(args.prompt)], device=module_device(model)))[0, -1].argmax())
+            prompt = torch.tensor([opened.encode(args.prompt)], device=module_device(model))
+            top = int(model(prompt)[0, -1].argmax())
         facts = fact_prompts(opened.encode, [{"prompt": args.prompt, "subject": args.subject,
                                               "answer": opened.decode([top])}])
         if not facts:

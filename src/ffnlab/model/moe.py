@@ -2,12 +2,12 @@
 
 Router and experts are separate pieces (as in torchtitan). On a CPU the dispatch is the readable
 per-expert loop of litgpt; elsewhere it uses fixed-size per-expert buffers (as in Switch), so the
-forward never reads the routing on the host (no GPU synchronisation; it runs on the meta device). Load balancing follows Switch Transformer (Fedus et al. 2022):
-aux = E * sum_e f_e * P_e, with f_e the share of routed slots that go to expert e and
-P_e the mean router probability of e. With a capacity factor, each expert takes at most
-ceil(cf * N * k / E) slots, in token order; the rest are dropped (they pass through the
-skip connection only). Dropping depends on the other tokens, so a capacity-limited MoE
-is not position-wise.
+forward never reads the routing on the host (no GPU synchronisation; it runs on the meta device).
+Load balancing follows Switch Transformer (Fedus et al. 2022): aux = E * sum_e f_e * P_e,
+with f_e the share of routed slots that go to expert e and P_e the mean router probability
+of e. With a capacity factor, each expert takes at most ceil(cf * N * k / E) slots, in token
+order; the rest are dropped (they pass through the skip connection only). Dropping depends
+on the other tokens, so a capacity-limited MoE is not position-wise.
 """
 
 from __future__ import annotations
