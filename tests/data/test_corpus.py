@@ -95,6 +95,6 @@ def test_a_one_line_corpus_is_split_mid_line(tmp_path):
     text = "To be, or not to be, that is the question. " * 30_000  # 1.3 MB, one line
     (tmp_path / "one.txt").write_text(text)
     corpus = load_corpus(str(tmp_path / "one.txt"))
-    assert len(corpus.train) == 18 and len(corpus.val) == 2
-    blocks = sorted(corpus.train + corpus.val, key=lambda d: int(d.name.rsplit("#", 1)[1]))
+    assert len(corpus.train) == 16 and len(corpus.val) == 2 and len(corpus.test) == 2
+    blocks = sorted(corpus.train + corpus.val + corpus.test, key=lambda d: int(d.name.rsplit("#", 1)[1]))
     assert "".join(d.text for d in blocks) == text

@@ -121,8 +121,8 @@ def split_blocks(doc: Document) -> Splits:
     every = round(1 / VAL_FRACTION)
     role = ["train" if i % every < every - 2 else "val" if i % every == every - 2 else "test"
             for i in range(len(blocks))]
-    parts = {r: tuple(b for b, rb in zip(blocks, role) if rb == r and b.text) for r in ("train", "val", "test")}
-    if not all(parts.values()):
+    parts = {r: tuple(b for b, rb in zip(blocks, role) if rb == r) for r in ("train", "val", "test")}
+    if not all(b.text for b in blocks):
         raise FFNLabError(f"corpus {doc.name!r} ({len(text)} characters) is too small to split into training, "
                           "validation and test blocks; give a longer text or several documents")
     return parts["train"], parts["val"], parts["test"]
