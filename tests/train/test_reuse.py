@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 from safetensors.torch import load_file, save_file
@@ -67,6 +69,22 @@ def test_a_second_process_training_into_the_same_directory_gets_one_clear_error(
         with pytest.raises(FFNLabError, match="another ffnlab process is training into"):
             train(tiny(char_data), CFG, char_data, out, Store(tmp_path / "R"), progress=False)
     assert Store(tmp_path / "R").runs() == []  # the refused process recorded nothing
+    assert train(tiny(char_data), CFG, char_data, out, progress=False).steps == 4
+
+
+def test_the_lock_holds_across_processes_and_dies_with_its_holder(char_data, tmp_path):
+    out = tmp_path / "D"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from ffnlab.train.checkpoint import locked\n"
+                               "with locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FFNLabError, match="another ffnlab process is training into"):
+            train(tiny(char_data), CFG, char_data, out, progress=False)
+    finally:
+        holder.kill()  # as kill -9: the lock goes with the process
+        holder.wait()
     assert train(tiny(char_data), CFG, char_data, out, progress=False).steps == 4
 
 

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         store.fail_run(run_id, f"{type(err).__name__}: {err}")
         raise
     print(f"{opened.name}: {res['stats'].count:,} tokens; statistics in {out}")
+    for caveat in opened.caveats:
+        print(f"note: {caveat}")
     print(f"{'layer':>5} {'agree %':>8} {'top-10 %':>9} {'shuffled %':>11} {'unigram %':>10} {'same last':>10}")
     for a in res["agreement"]:
         print(f"{a.layer:>5} {100 * a.agree:>8.3f} {100 * a.agree_top10:>9.3f} {100 * a.shuffled:>11.3f} "
