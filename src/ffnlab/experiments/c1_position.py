@@ -44,8 +44,7 @@ def kinds() -> dict[str, FFNConfig]:
 def position_change(model, layer: int, x: torch.Tensor, t: int, trials: int, seed: int) -> tuple[float, int]:
     """Largest relative change of layer `layer`'s FFN output at position t, and in how many of
     `trials` it was not bit-identical, when the FFN input at every other position is redrawn (even
-    trials) or set to the first sequence's input at t (odd trials: every token then routes to the same
-    experts, so a capacity limit bites)."""
+    trials) or set to position t's own input (odd trials, which makes a capacity limit bite)."""
     gen = torch.Generator().manual_seed(seed)
     x = x.to(module_device(model))
     with capture(model, [f"blocks.{layer}.ffn.hook_in", f"blocks.{layer}.ffn.hook_out"]) as c:
@@ -54,8 +53,8 @@ def position_change(model, layer: int, x: torch.Tensor, t: int, trials: int, see
     scale = base_out[:, t].abs().max().clamp_min(1e-12)
     worst, changed = 0.0, 0
     for trial in range(trials):
-        if trial % 2:  # every other position a copy of one token: all compete for the same experts
-            new_in = base_in[:1, t:t + 1].expand_as(base_in).clone()
+        if trial % 2:  # every other position a copy of position t: all compete for t's experts
+            new_in = base_in[:, t:t + 1].expand_as(base_in).clone()
         else:  # other positions redrawn from the batch
             new_in = base_in[torch.randint(base_in.shape[0], (base_in.shape[0],), generator=gen)]
             new_in = new_in[:, torch.randperm(base_in.shape[1], generator=gen)].clone()
