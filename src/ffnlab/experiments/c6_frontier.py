@@ -34,6 +34,8 @@ CRITERION = Criterion("held-out loss of one shared FFN minus the baseline (4x ML
 PRUNE = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 BASELINE = "ratio 4 (baseline)"
 IN_VERDICT = (BASELINE, "one shared FFN", "ratio 1")  # the models the criterion uses; the rest draw the frontier
+# left out of the quick size's frontier (the costliest to train, and not used by the criterion)
+NOT_QUICK = ("ratio 0.5", "ratio 2", "ratio 8", "one wide shared FFN (matched params)", "moe top-1 (matched active)")
 
 
 def variants(base: ModelConfig) -> dict[str, ModelConfig]:
@@ -102,6 +104,9 @@ def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
 def efficiency_frontier(ctx: Context) -> Result:
     task, s = data(ctx), size(ctx)
     cfgs = variants(base_model(ctx, task.vocab_size))
+    thin = ctx.options.get("size", ctx.mode) == "quick"  # the 20-minute study trains a thinner frontier
+    if thin:
+        cfgs = {k: c for k, c in cfgs.items() if k not in NOT_QUICK}
     losses: dict[str, list[float]] = {k: [] for k in cfgs}
     lat: dict[str, list[float]] = {k: [] for k in cfgs}
     prune: list[dict[str, list[float]]] = []
@@ -172,7 +177,8 @@ def efficiency_frontier(ctx: Context) -> Result:
                         f"SwiGLU minus GELU MLP: {est[3].mean:+.3f} nats")],
         caveats=["Pruned neurons are zeroed, not removed: their latency is the dense model's.",
                  "Tiny models, short training: which variant wins can change with scale.",
-                 "MoE latency includes the per-expert dispatch loop, which dominates at this size."],
+                 "MoE latency includes the per-expert dispatch loop, which dominates at this size."]
+                + ([f"Quick size: the frontier leaves out {', '.join(NOT_QUICK)} (run --full for all)."] if thin else []),
         config={"models": {k: c.to_dict() for k, c in cfgs.items()}, "train": train_config(ctx, 0).to_dict(),
                 "losses": losses, "latency": lat, "prune": prune},
     )
