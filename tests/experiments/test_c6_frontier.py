@@ -25,3 +25,15 @@ def test_frontier_at_test_size(run_test_size):
     assert any(row[6] == "yes" for row in variants_table.rows)
     assert prune.rows[0][1] == prune.rows[0][2]  # nothing pruned: the same model
     assert all(row[1] > 0 for row in prune.rows)
+
+
+def test_the_thin_quick_frontier_leaves_out_only_reference_variants(run_test_size, monkeypatch):
+    from ffnlab.experiments import c6_frontier
+
+    monkeypatch.setattr(c6_frontier, "thin_frontier", lambda ctx: True)
+    r = run_test_size("efficiency-frontier")
+    names = {row[0] for row in r.tables[0].rows}
+    assert len(names) == 12 - len(c6_frontier.NOT_QUICK) and not names & set(c6_frontier.NOT_QUICK)
+    assert set(c6_frontier.IN_VERDICT) <= names
+    assert not any(c6_frontier.WIDE in e.quantity for e in r.estimates)
+    assert any("leaves out" in c for c in r.caveats)

@@ -35,7 +35,13 @@ PRUNE = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 BASELINE = "ratio 4 (baseline)"
 IN_VERDICT = (BASELINE, "one shared FFN", "ratio 1")  # the models the criterion uses; the rest draw the frontier
 # left out of the quick size's frontier (the costliest to train, and not used by the criterion)
-NOT_QUICK = ("ratio 0.5", "ratio 2", "ratio 8", "one wide shared FFN (matched params)", "moe top-1 (matched active)")
+WIDE = "one wide shared FFN (matched params)"
+NOT_QUICK = ("ratio 0.5", "ratio 2", "ratio 8", WIDE, "moe top-1 (matched active)")
+
+
+def thin_frontier(ctx: Context) -> bool:
+    """The quick size (the 20-minute study) trains a thinner frontier."""
+    return ctx.options.get("size", ctx.mode) == "quick"
 
 
 def variants(base: ModelConfig) -> dict[str, ModelConfig]:
@@ -46,7 +52,7 @@ def variants(base: ModelConfig) -> dict[str, ModelConfig]:
         out[BASELINE if r == 4 else f"ratio {r:g}"] = base.with_ffn(ratio=float(r))
     out["swiglu (matched params)"] = base.replace(ffn=match_d_ff(f, "swiglu", d))
     out["one shared FFN"] = base.with_ffn(kind="shared", inner="mlp")
-    out["one wide shared FFN (matched params)"] = base.with_ffn(kind="shared", inner="mlp", width_mult=float(n))
+    out[WIDE] = base.with_ffn(kind="shared", inner="mlp", width_mult=float(n))
     out["moe top-1 (matched active)"] = base.with_ffn(kind="moe", d_ff=4 * d, n_experts=4, top_k=1)
     out["moe top-2 (matched active)"] = base.with_ffn(kind="moe", d_ff=2 * d, n_experts=8, top_k=2)
     out["low-rank (rank d/4)"] = base.with_ffn(kind="lowrank", rank=max(1, d // 4))
@@ -104,7 +110,7 @@ def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
 def efficiency_frontier(ctx: Context) -> Result:
     task, s = data(ctx), size(ctx)
     cfgs = variants(base_model(ctx, task.vocab_size))
-    thin = ctx.options.get("size", ctx.mode) == "quick"  # the 20-minute study trains a thinner frontier
+    thin = thin_frontier(ctx)
     if thin:
         cfgs = {k: c for k, c in cfgs.items() if k not in NOT_QUICK}
     losses: dict[str, list[float]] = {k: [] for k in cfgs}
@@ -129,18 +135,18 @@ def efficiency_frontier(ctx: Context) -> Result:
     delta = lambda k: [a - b for a, b in zip(losses[k], losses[BASELINE])]  # noqa: E731
     half = PRUNE.index(0.5)
     prune_delta = [p["by activation"][half] - p["by activation"][0] for p in prune]
-    est = [estimate(CRITERION.quantity, delta("one shared FFN"), "nats"),
-           estimate("one wide shared FFN (matched params) minus baseline", delta("one wide shared FFN (matched params)"),
-                    "nats"),
-           estimate("ratio 1 minus baseline", delta("ratio 1"), "nats"),
-           estimate("swiglu minus baseline (matched params)", delta("swiglu (matched params)"), "nats"),
-           estimate("pruning 50% of neurons by activation: loss increase", prune_delta, "nats"),
+    shared = estimate(CRITERION.quantity, delta("one shared FFN"), "nats")
+    ratio1 = estimate("ratio 1 minus baseline", delta("ratio 1"), "nats")
+    swiglu = estimate("swiglu minus baseline (matched params)", delta("swiglu (matched params)"), "nats")
+    pruned = estimate("pruning 50% of neurons by activation: loss increase", prune_delta, "nats")
+    wide = (estimate(f"{WIDE} minus baseline", delta(WIDE), "nats") if WIDE in losses else None)
+    est = [shared, *([wide] if wide else []), ratio1, swiglu, pruned,
            estimate("pruning 50% of neurons at random: loss increase",
                     [p["random"][half] - p["random"][0] for p in prune], "nats")]
-    verdict, reason = decide(CRITERION, est[0], partial=(
-        est[4].mean < 0.05 or est[2].mean < 0.05,
-        f"pruning half the neurons by activation costs {est[4].mean:.3f} nats and width ratio 1 costs "
-        f"{est[2].mean:.3f} nats (partial condition: either below 0.05)"))
+    verdict, reason = decide(CRITERION, shared, partial=(
+        pruned.mean < 0.05 or ratio1.mean < 0.05,
+        f"pruning half the neurons by activation costs {pruned.mean:.3f} nats and width ratio 1 costs "
+        f"{ratio1.mean:.3f} nats (partial condition: either below 0.05)"))
     rows = [[k, params[k], flops[k] / 1e6, 1e3 * estimate(k, lat[k]).mean, mean[k],
              estimate(k, losses[k]).ci_high - mean[k], "yes" if k in front else "", "yes" if k in front_flops else ""]
             for k in cfgs]
@@ -171,10 +177,11 @@ def efficiency_frontier(ctx: Context) -> Result:
         anchors=[Anchor("Pires et al. 2023 (WMT22 En-De BLEU)",
                         "baseline 35.6; one shared encoder FFN + no decoder FFN 35.3 (60% params); "
                         "one wide shared FFN 36.5; no FFN 33.5",
-                        f"one shared FFN {est[0].mean:+.3f} nats, one wide shared FFN {est[1].mean:+.3f} nats, "
+                        f"one shared FFN {shared.mean:+.3f} nats, "
+                        + (f"one wide shared FFN {wide.mean:+.3f} nats, " if wide else "") +
                         f"no FFN {estimate('', delta('ratio 0 (no FFN)')).mean:+.3f} nats vs baseline"),
                  Anchor("Shazeer 2020 (T5-base log-perplexity)", "SwiGLU 1.944 vs ReLU 1.997 at matched params",
-                        f"SwiGLU minus GELU MLP: {est[3].mean:+.3f} nats")],
+                        f"SwiGLU minus GELU MLP: {swiglu.mean:+.3f} nats")],
         caveats=["Pruned neurons are zeroed, not removed: their latency is the dense model's.",
                  "Tiny models, short training: which variant wins can change with scale.",
                  "MoE latency includes the per-expert dispatch loop, which dominates at this size."]
