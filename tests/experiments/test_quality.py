@@ -84,8 +84,8 @@ def test_learning_rate_is_chosen_on_validation_and_cached(tmp_path):
         return SimpleNamespace(val_loss=losses.get(lr, 9.0))
 
     path = tmp_path / "sweep.json"
-    record = choose_lr(path, (1e-3, 3e-3, 1e-2, 3e-2), train_at)
-    assert record["chosen"] == 3e-3 and "diverged" in record["failed"][repr(3e-2)]
+    record = choose_lr(path, (1e-3, 3e-3, 1e-2, 3e-2), train_at, {"family": "mlp"})
+    assert record["chosen"] == 3e-3 and "diverged" in record["failed"][repr(3e-2)] and record["family"] == "mlp"
     assert choose_lr(path, (1e-3, 3e-3, 1e-2, 3e-2), train_at) == json.loads(path.read_text())
     assert len(calls) == 4  # the second call read the cache
     with pytest.raises(FFNLabError, match="every learning rate"):

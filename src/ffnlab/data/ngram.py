@@ -22,6 +22,7 @@ import numpy as np
 
 from ffnlab.errors import FFNLabError
 from ffnlab.fingerprint import code_fingerprint
+from ffnlab.data.tokens import TokenData
 from ffnlab.results import atomic_write_text
 
 ORDERS = ("unigram", "bigram", "trigram")
@@ -200,7 +201,7 @@ def ngram_baselines(data, test_tokens: int | None = None) -> NgramBaselines:
 def beside(data, val_loss: float) -> dict[str, object]:
     """A model's validation loss beside the count models' (for run summaries): empty for data that
     is not a tokenized corpus (a synthetic task has no n-gram baseline)."""
-    if not all(hasattr(data, a) for a in ("train", "val", "test", "cache")):
+    if not isinstance(data, TokenData):
         return {}
     b = ngram_baselines(data)
     best = min(b.val.values())

@@ -18,7 +18,7 @@ import torch
 
 from ffnlab.analysis.accounting import crossover_length, flops_per_token
 from ffnlab.device import module_device
-from ffnlab.experiments.common import data, few_threads, fit, progress_bar, size, train_config
+from ffnlab.experiments.common import data, few_threads, fit, progress_bar, size, size_name, train_config
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFN_KINDS, FFNConfig, ModelConfig, Transformer
@@ -112,7 +112,7 @@ EXEMPT = ("C1 measures an identity that holds for any weights; its models are tr
             title="FFN position-wise exactness; FLOP and wall-time share vs sequence length")
 def position_wise(ctx: Context) -> Result:
     task, s = data(ctx), size(ctx)
-    mode = ctx.options.get("size", ctx.mode)
+    mode = size_name(ctx)
     specs = kinds()
     d = max(32, s.d_model // 2)
     steps = max(10, s.steps // 20)  # briefly trained: weights off their initialisation, cheap

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from ffnlab.analysis.rank import VARIANTS, rank_collapse
-from ffnlab.experiments.common import data, few_threads, fit, progress_bar, size, train_config, training_method
+from ffnlab.experiments.common import (data, few_threads, fit, progress_bar, size, size_name, train_config,
+                                      training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFNConfig, ModelConfig, Transformer
@@ -51,8 +52,8 @@ CONTROL = ("a control built without the skip around attention, which Dong et al.
 @experiment("rank-collapse", claim="C2", version=2, order=20,
             title="Rank collapse per layer: pure attention, attention+FFN, attention+skip, full block")
 def rank_collapse_experiment(ctx: Context) -> Result:
-    task, s = data(ctx), size(ctx)
-    n_seq, length = MEASURE.get(ctx.options.get("size", ctx.mode), (32, 128))
+    task = data(ctx)
+    n_seq, length = MEASURE.get(size_name(ctx), (32, 128))
     cfgs = built_variants(ctx, task.vocab_size)
     surg = {("init", v): [] for v in VARIANTS} | {("trained", v): [] for v in VARIANTS}
     built = {v: [] for v in cfgs}

@@ -12,7 +12,8 @@ import torch
 
 from ffnlab.analysis.ablation import ffn_ablation, reference_activations
 from ffnlab.analysis.lens import attention_shift, logit_lens
-from ffnlab.experiments.common import base_model, data, few_threads, fit, progress_bar, size, train_config
+from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name,
+                                      train_config)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model.hooks import ABLATIONS
@@ -43,7 +44,7 @@ def analyse(model, tokens, reference, seed: int) -> dict:
 def ffn_ablation_experiment(ctx: Context) -> Result:
     task, s = data(ctx), size(ctx)
     cfg = base_model(ctx, task.vocab_size)
-    n = N_SEQUENCES.get(ctx.options.get("size", ctx.mode), 32)
+    n = N_SEQUENCES.get(size_name(ctx), 32)
     out = []
     with few_threads():
         for seed in progress_bar(ctx.seeds, ctx, "C4 ffn ablation"):

@@ -20,8 +20,8 @@ import torch
 from ffnlab.analysis.ablation import causal_lm_loss, mean_loss
 from ffnlab.analysis.accounting import flops_per_token
 from ffnlab.device import module_device, synchronize
-from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, train_config,
-                                      training_method)
+from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name,
+                                      train_config, training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import ModelConfig, count_params, match_d_ff
@@ -41,7 +41,7 @@ NOT_QUICK = ("ratio 0.5", "ratio 2", "ratio 8", WIDE, "moe top-1 (matched active
 
 def thin_frontier(ctx: Context) -> bool:
     """The quick size (the 20-minute study) trains a thinner frontier."""
-    return ctx.options.get("size", ctx.mode) == "quick"
+    return size_name(ctx) == "quick"
 
 
 def variants(base: ModelConfig) -> dict[str, ModelConfig]:
@@ -185,7 +185,8 @@ def efficiency_frontier(ctx: Context) -> Result:
         caveats=["Pruned neurons are zeroed, not removed: their latency is the dense model's.",
                  "Tiny models, short training: which variant wins can change with scale.",
                  "MoE latency includes the per-expert dispatch loop, which dominates at this size."]
-                + ([f"Quick size: the frontier leaves out {', '.join(NOT_QUICK)} (run --full for all)."] if thin else []),
+                + ([f"Quick size: the frontier leaves out {', '.join(NOT_QUICK)} (run --full for all)."]
+                   if thin else []),
         config={"models": {k: c.to_dict() for k, c in cfgs.items()}, "train": train_config(ctx, 0).to_dict(),
                 "losses": losses, "latency": lat, "prune": prune},
     )

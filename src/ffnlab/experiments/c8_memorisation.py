@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from ffnlab.analysis.tracing import FactPrompt, embedding_std, known_facts, trace
-from ffnlab.experiments.common import Fitted, base_model, few_threads, fit, progress_bar, size, train_config
+from ffnlab.experiments.common import (Fitted, base_model, few_threads, fit, progress_bar, size, size_name,
+                                      train_config)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.tasks import IS, SEP, FactTask, Mixture, RecallTask, answer_accuracy, fact_accuracy
 from ffnlab.experiments.verdict import decide, estimate
@@ -44,13 +45,13 @@ def c8_fit(ctx: Context, model: str, seed: int, mix: Mixture) -> Fitted:
 
 def c8_train_config(ctx: Context, seed: int):
     """C8's training budget (the same run for `memorisation` and `memorisation-tracing`)."""
-    steps = STEPS.get(ctx.options.get("size", ctx.mode))
+    steps = STEPS.get(size_name(ctx))
     return train_config(ctx, seed, steps=steps, eval_every=steps, checkpoint_every=steps,
                         log_every=max(1, steps // 20)) if steps else train_config(ctx, seed)
 
 
 def make_task(ctx: Context) -> tuple[FactTask, RecallTask, Mixture]:
-    n_ent, n_attr = TASKS.get(ctx.options.get("size", ctx.mode), TASKS["quick"])
+    n_ent, n_attr = TASKS.get(size_name(ctx), TASKS["quick"])
     facts = FactTask(n_ent, n_attr, WEIGHTS, seed=0)
     recall = RecallTask(n_keys=32, n_values=32, n_pairs=6, n_queries=4, offset=facts.vocab_size - 3)
     return facts, recall, Mixture(facts, recall)
@@ -151,7 +152,7 @@ def memorisation_tracing(ctx: Context) -> Result:
     s = size(ctx)
     facts, _, mix = make_task(ctx)
     cfg = c8_models(ctx, mix.vocab_size)["with FFN"]
-    n_trace, samples = TRACE_SIZES.get(ctx.options.get("size", ctx.mode), TRACE_SIZES["quick"])
+    n_trace, samples = TRACE_SIZES.get(size_name(ctx), TRACE_SIZES["quick"])
     most_seen = [fact_prompt(facts, i) for i, f in enumerate(facts.facts) if f.weight == max(WEIGHTS)]
     kinds = ("resid", "mlp", "attn")
     gaps, known_n, totals, window = [], [], [], 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from ffnlab.experiments.quality import Quality, assess, choose_lr, family
 from ffnlab.experiments.registry import Context
 from ffnlab.fingerprint import code_fingerprint
 from ffnlab.model import FFNConfig, ModelConfig, match_d_ff
-from ffnlab.results import atomic_write_text
 from ffnlab.store import Store, config_hash
 from ffnlab.threads import default_threads
 from ffnlab.train import TrainConfig, TrainResult, run_hash, train_or_reuse
@@ -74,8 +72,13 @@ def training_method(ctx: Context) -> str:
             "else the verdict is inconclusive.")
 
 
+def size_name(ctx: Context) -> str:
+    """The size an experiment runs at: `ctx.options["size"]` if given, else the mode."""
+    return ctx.options.get("size", ctx.mode)
+
+
 def size(ctx: Context) -> Size:
-    name = ctx.options.get("size", ctx.mode)
+    name = size_name(ctx)
     if name not in SIZES:
         raise unknown("experiment size", name, SIZES)
     return SIZES[name]
@@ -151,11 +154,8 @@ def family_lr(ctx: Context, model_cfg: ModelConfig, task) -> float:
                            eval_every=s.sweep_steps, checkpoint_every=s.sweep_steps)
         return _train(ctx, canon, cfg, task, f"lr sweep {fam} {lr:g}")
 
-    record = choose_lr(path, s.lrs, train_at)
-    if record.get("family") != fam:
-        record = {**record, "family": fam, "model": canon.to_dict(), "steps": s.sweep_steps}
-        atomic_write_text(path, json.dumps(record, indent=1))
-    return float(record["chosen"])
+    about = {"family": fam, "model": canon.to_dict(), "steps": s.sweep_steps}
+    return float(choose_lr(path, s.lrs, train_at, about)["chosen"])
 
 
 @dataclass(frozen=True)

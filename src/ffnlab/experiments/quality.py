@@ -145,9 +145,10 @@ def _cached_test_loss(run, data: TokenData, seq_len: int, max_tokens: int | None
     return loss, n
 
 
-def choose_lr(path: Path, lrs: tuple[float, ...], train_at) -> dict:
+def choose_lr(path: Path, lrs: tuple[float, ...], train_at, about: dict | None = None) -> dict:
     """The learning rate with the lowest validation loss among `lrs`; `train_at(lr)` trains the
-    family's sweep model briefly and returns its `TrainResult`. Cached at `path` (JSON)."""
+    family's sweep model briefly and returns its `TrainResult`. Cached at `path` (JSON), with
+    `about` (what was swept) recorded beside the numbers."""
     if path.is_file():
         try:
             saved = json.loads(path.read_text())
@@ -165,6 +166,6 @@ def choose_lr(path: Path, lrs: tuple[float, ...], train_at) -> dict:
     best = min(lrs, key=lambda lr: val[repr(lr)])
     if not math.isfinite(val[repr(best)]):
         raise FFNLabError(f"every learning rate of the sweep {list(lrs)} failed: {failed}")
-    record = {"lrs": list(lrs), "val_loss": val, "chosen": best, "failed": failed}
+    record = {**(about or {}), "lrs": list(lrs), "val_loss": val, "chosen": best, "failed": failed}
     atomic_write_text(path, json.dumps(record, indent=1))
     return record

@@ -134,8 +134,8 @@ def apply_labels(result: Result, ctx: Context, exp: Experiment) -> None:
                   else "a longer training budget (steps in ffnlab.experiments.common.SIZES['full']) would decide it")
         result.verdict = INCONCLUSIVE
         used = sum(q.in_verdict for q in ctx.trained)
-        result.reason = (f"{len(missed)} of the {used} trained models the criterion uses miss their bar, so the numbers "
-                         f"carry no verdict: {names}. {decide}. Read as if trained: "
+        result.reason = (f"{len(missed)} of the {used} trained models the criterion uses miss their bar, so the "
+                         f"numbers carry no verdict: {names}. {decide}. Read as if trained: "
                          f"{result.extra['verdict_if_trained']['verdict']}.")
 
 
