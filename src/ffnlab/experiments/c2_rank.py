@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 
 from ffnlab.analysis.rank import VARIANTS, rank_collapse
-from ffnlab.experiments.common import (data, few_threads, fit, progress_bar, size, size_name, train_config,
-                                      training_method)
+from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name, train_ahead,
+                                      train_config, training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
-from ffnlab.model import FFNConfig, ModelConfig, Transformer
+from ffnlab.model import ModelConfig, Transformer
 from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
 
 CRITERION = Criterion("last-layer residual ratio of a model built and trained without FFN / full model", "<", 0.5,
@@ -27,21 +27,20 @@ MEASURE = {"test": (4, 32), "quick": (32, 128), "full": (32, 128)}  # sequences,
 
 
 def deep_model(ctx: Context, vocab_size: int, **changes) -> ModelConfig:
+    """The base model at the size's C2 depth and width (in quick the base model itself, so C2's
+    models with skips are the runs C3 and C6 train too)."""
     s = size(ctx)
-    d = max(32, s.d_model // 2)  # deep and narrow keeps 12+ layers cheap
-    cfg = ModelConfig(vocab_size=vocab_size, d_model=d, n_layers=s.deep_layers, n_heads=4 if d >= 32 else 2,
-                      positions="rotary",
-                      max_seq_len=128, ffn=FFNConfig(kind="mlp", activation="gelu", ratio=4.0))
-    return cfg.replace(**changes) if changes else cfg
+    return base_model(ctx, vocab_size, d_model=s.deep_width, n_layers=s.deep_layers, **changes)
 
 
 def built_variants(ctx: Context, vocab_size: int) -> dict[str, ModelConfig]:
     """The four block types built by config (and trained as such)."""
+    full = deep_model(ctx, vocab_size)
     return {
-        "full": deep_model(ctx, vocab_size),
-        "attn+skip": deep_model(ctx, vocab_size, ffn=FFNConfig(kind="none")),
-        "attn+ffn": deep_model(ctx, vocab_size, attn_skip=False),
-        "attn-only": deep_model(ctx, vocab_size, attn_skip=False, ffn=FFNConfig(kind="none")),
+        "full": full,
+        "attn+skip": full.with_ffn(kind="none"),
+        "attn+ffn": full.replace(attn_skip=False),
+        "attn-only": full.replace(attn_skip=False).with_ffn(kind="none"),
     }
 
 
@@ -58,6 +57,7 @@ def rank_collapse_experiment(ctx: Context) -> Result:
     surg = {("init", v): [] for v in VARIANTS} | {("trained", v): [] for v in VARIANTS}
     built = {v: [] for v in cfgs}
     jobs = [(seed, v) for seed in ctx.seeds for v in cfgs]
+    train_ahead(ctx, task, [(cfgs[v], train_config(ctx, seed), f"c2 {v} s{seed}") for seed, v in jobs])
     with few_threads():
         for seed, variant in progress_bar(jobs, ctx, "C2 rank collapse"):
             tokens = task.batch("test", 5000, n_seq, length, seed)[0]

@@ -10,8 +10,8 @@ parameters on more attention.
 
 from __future__ import annotations
 
-from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, train_config,
-                                      training_method)
+from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, train_ahead,
+                                      train_config, training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import count_params, match_depth, match_width
@@ -44,6 +44,7 @@ def nonlinearity(ctx: Context) -> Result:
     cfgs = variants(ctx, task.vocab_size)
     losses: dict[str, list[float]] = {name: [] for name in cfgs}
     jobs = [(seed, name) for seed in ctx.seeds for name in cfgs]
+    train_ahead(ctx, task, [(cfgs[n], train_config(ctx, seed), f"c3 {n} s{seed}") for seed, n in jobs])
     with few_threads():
         for seed, name in progress_bar(jobs, ctx, "C3 nonlinearity"):
             run = fit(ctx, cfgs[name], train_config(ctx, seed), task, f"c3 {name} s{seed}",

@@ -13,7 +13,7 @@ import torch
 from ffnlab.analysis.ablation import ffn_ablation, reference_activations
 from ffnlab.analysis.lens import attention_shift, logit_lens
 from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name,
-                                      train_config)
+                                      train_ahead, train_config)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model.hooks import ABLATIONS
@@ -46,6 +46,7 @@ def ffn_ablation_experiment(ctx: Context) -> Result:
     cfg = base_model(ctx, task.vocab_size)
     n = N_SEQUENCES.get(size_name(ctx), 32)
     out = []
+    train_ahead(ctx, task, [(cfg, train_config(ctx, seed), f"c4 mlp s{seed}") for seed in ctx.seeds])
     with few_threads():
         for seed in progress_bar(ctx.seeds, ctx, "C4 ffn ablation"):
             run = fit(ctx, cfg, train_config(ctx, seed), task, f"c4 mlp s{seed}")

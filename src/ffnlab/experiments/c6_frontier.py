@@ -21,7 +21,7 @@ from ffnlab.analysis.ablation import causal_lm_loss, mean_loss
 from ffnlab.analysis.accounting import flops_per_token
 from ffnlab.device import module_device, synchronize
 from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name,
-                                      train_config, training_method)
+                                      train_ahead, train_config, training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import ModelConfig, count_params, match_d_ff
@@ -117,6 +117,7 @@ def efficiency_frontier(ctx: Context) -> Result:
     lat: dict[str, list[float]] = {k: [] for k in cfgs}
     prune: list[dict[str, list[float]]] = []
     jobs = [(seed, k) for seed in ctx.seeds for k in cfgs]
+    train_ahead(ctx, task, [(cfgs[k], train_config(ctx, seed), f"c6 {k} s{seed}") for seed, k in jobs])
     with few_threads():
         for seed, k in progress_bar(jobs, ctx, "C6 frontier"):
             run = fit(ctx, cfgs[k], train_config(ctx, seed), task, f"c6 {k} s{seed}", in_verdict=k in IN_VERDICT)

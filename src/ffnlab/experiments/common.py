@@ -10,22 +10,28 @@ sweep on validation, and is scored on test against the n-gram baselines of its t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import multiprocessing
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ffnlab.data import prepare_data
-from ffnlab.errors import unknown
+from ffnlab.data.tokens import TokenData
+from ffnlab.device import resolve_device
+from ffnlab.errors import FFNLabError, unknown
 from ffnlab.experiments.quality import Quality, assess, choose_lr, family
 from ffnlab.experiments.registry import Context
 from ffnlab.fingerprint import code_fingerprint
 from ffnlab.model import FFNConfig, ModelConfig, match_d_ff
 from ffnlab.store import Store, config_hash
 from ffnlab.threads import default_threads
-from ffnlab.train import TrainConfig, TrainResult, run_hash, train_or_reuse
+from ffnlab.train import TrainConfig, TrainResult, finished_run, run_hash, train_or_reuse
 from ffnlab.train.trainer import training_code
 
 
@@ -41,6 +47,7 @@ class Size:
     steps: int
     eval_batches: int
     deep_layers: int  # for rank collapse (claim C2)
+    deep_width: int  # d_model of C2's deep models (narrow keeps 12+ layers cheap; quick reuses the base model)
     bar: float  # nats below the best n-gram baseline a language model must reach on test
     plateau: bool  # whether the bar also asks for a plateau (quality.PLATEAU)
     lrs: tuple[float, ...]  # the learning-rate sweep, per FFN family
@@ -49,14 +56,16 @@ class Size:
 
 
 SIZES = {
-    "test": Size("char", 128, 32, 2, 2, 32, 8, 30, 2, 4, bar=0.2, plateau=False, lrs=(1e-3, 3e-3, 1e-2),
+    "test": Size("char", 128, 32, 2, 2, 32, 8, 30, 2, 4, 32, bar=0.2, plateau=False, lrs=(1e-3, 3e-3, 1e-2),
                  sweep_steps=6, test_tokens=2048),
-    # quick: 0.8M tokens per model (a fifth of an epoch of the default corpus at character level), sized so
-    # that `make study` fits 20 minutes on 2 CPU cores; full: 4.1M tokens (about one epoch), sized so that
-    # three seeds of every experiment fit 4 hours there
-    "quick": Size("char", 128, 64, 4, 4, 128, 16, 400, 8, 6, bar=0.2, plateau=False, lrs=(4e-3, 8e-3, 1.6e-2),
-                  sweep_steps=80, test_tokens=65536),
-    "full": Size("char", 128, 64, 4, 4, 128, 16, 2000, 16, 12, bar=0.4, plateau=True, lrs=(4e-3, 8e-3, 1.6e-2),
+    # quick: 1.6M tokens per model (0.4 of an epoch of the default corpus at character level), sized so that
+    # `make study` fits 20 minutes on 2 CPU cores with models 0.2 nats below the best n-gram (measured: the base
+    # model reaches 0.29-0.31 at lr 0.01-0.016); sweeps run a quarter of the steps, long enough not to favour
+    # the timid rates (80-step sweeps chose 0.004, worse than 0.01 at full length). full: 4.1M tokens (about
+    # one epoch), sized so that three seeds of every experiment fit 4 hours there
+    "quick": Size("char", 128, 64, 4, 4, 128, 16, 800, 8, 4, 64, bar=0.2, plateau=False, lrs=(5e-3, 1e-2, 2e-2),
+                  sweep_steps=200, test_tokens=65536),
+    "full": Size("char", 128, 64, 4, 4, 128, 16, 2000, 16, 12, 32, bar=0.4, plateau=True, lrs=(4e-3, 8e-3, 1.6e-2),
                  sweep_steps=400, test_tokens=None),
 }
 
@@ -139,23 +148,96 @@ def sweep_model(ctx: Context, cfg: ModelConfig) -> ModelConfig:
     return base.replace(ffn=canonical.get(fam, base.ffn.replace(kind=cfg.ffn.kind)))
 
 
-def family_lr(ctx: Context, model_cfg: ModelConfig, task) -> float:
-    """The learning rate of `model_cfg`'s FFN family: the lowest validation loss of the size's sweep,
-    each sweep run `sweep_steps` long on seed 0 (cached in <results>/lr-sweeps/, reused)."""
+@dataclass(frozen=True)
+class Sweep:
+    """A family's learning-rate sweep: the model it runs on, its schedule per rate, and its record."""
+
+    family: str
+    model: ModelConfig
+    record: Path  # <results>/lr-sweeps/<family>-<key>.json, written once the sweep is done
+    steps: int
+
+    def schedule(self, ctx: Context, lr: float) -> TrainConfig:
+        return train_config(ctx, 0, steps=self.steps, warmup=max(1, self.steps // 10), lr=lr, min_lr=lr / 10,
+                            eval_every=self.steps, checkpoint_every=self.steps)
+
+
+def sweep_of(ctx: Context, model_cfg: ModelConfig, task) -> Sweep:
     s, fam = size(ctx), family(model_cfg)
     canon = sweep_model(ctx, model_cfg)
     code = training_code(task) + code_fingerprint(__name__)
     key = config_hash({"model": canon.to_dict(), "data": task.fingerprint, "lrs": s.lrs, "steps": s.sweep_steps,
                        "code": code})
-    path = Path(ctx.results) / "lr-sweeps" / f"{fam}-{key}.json"
+    return Sweep(fam, canon, Path(ctx.results) / "lr-sweeps" / f"{fam}-{key}.json", s.sweep_steps)
+
+
+def family_lr(ctx: Context, model_cfg: ModelConfig, task) -> float:
+    """The learning rate of `model_cfg`'s FFN family: the lowest validation loss of the size's sweep,
+    each sweep run `sweep_steps` long on seed 0 (cached in <results>/lr-sweeps/, reused)."""
+    sw = sweep_of(ctx, model_cfg, task)
 
     def train_at(lr: float) -> TrainResult:
-        cfg = train_config(ctx, 0, steps=s.sweep_steps, warmup=max(1, s.sweep_steps // 10), lr=lr, min_lr=lr / 10,
-                           eval_every=s.sweep_steps, checkpoint_every=s.sweep_steps)
-        return _train(ctx, canon, cfg, task, f"lr sweep {fam} {lr:g}")
+        return _train(ctx, sw.model, sw.schedule(ctx, lr), task, f"lr sweep {sw.family} {lr:g}")
 
-    about = {"family": fam, "model": canon.to_dict(), "steps": s.sweep_steps}
-    return float(choose_lr(path, s.lrs, train_at, about)["chosen"])
+    about = {"family": sw.family, "model": sw.model.to_dict(), "steps": sw.steps}
+    return float(choose_lr(sw.record, size(ctx).lrs, train_at, about)["chosen"])
+
+
+def at_family_lr(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task) -> TrainConfig:
+    lr = family_lr(ctx, model_cfg, task)
+    return train_cfg.replace(lr=lr, min_lr=lr / 10)
+
+
+Job = tuple[ModelConfig, TrainConfig, str]  # a model, its schedule (lr replaced by the family's) and its name
+
+
+def train_ahead(ctx: Context, task, jobs: list[Job], sweep: bool = True) -> None:
+    """Train the runs `jobs` will need (their families' sweeps first), several at a time, so that
+    `fit` then finds them in the store.
+
+    On a CPU with two or more idle cores, each run trains on one thread in its own process: these
+    models are too small to keep a second thread busy, so two single-thread runs side by side finish
+    sooner than the same runs one after another on two threads (`make bench` measures the ratio).
+    Elsewhere (a GPU, one idle core, a synthetic task) this does nothing and `fit` trains in turn."""
+    workers = default_threads()
+    if workers < 2 or resolve_device(ctx.device).type != "cpu" or not isinstance(task, TokenData):
+        return
+    store = Store(ctx.results)
+    if sweep:
+        sweeps = {sw.record: sw for sw in (sweep_of(ctx, cfg, task) for cfg, _, _ in jobs)}.values()
+        _train_many(ctx, task, store, workers, "LR sweeps", [
+            (sw.model, sw.schedule(ctx, lr), f"lr sweep {sw.family} {lr:g}")
+            for sw in sweeps if not sw.record.is_file() for lr in size(ctx).lrs])
+        jobs = [(cfg, at_family_lr(ctx, cfg, tcfg, task), name) for cfg, tcfg, name in jobs]
+    _train_many(ctx, task, store, workers, "training", jobs)
+
+
+def _train_many(ctx: Context, task: TokenData, store: Store, workers: int, desc: str, jobs: list[Job]) -> None:
+    todo = {run_hash(c, t, task): (c, t, n) for c, t, n in jobs if finished_run(store, c, t, task)[1] is None}
+    if len(todo) < 2:
+        return  # one run gains nothing from a worker process
+    n = min(workers, len(todo))
+    quiet = dataclasses.replace(ctx, progress=False, trained=[])
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, quiet, c, t, name) for c, t, name in todo.values()]
+        try:
+            for done in tqdm(as_completed(futures), total=len(futures), desc=f"{desc}, {n} at a time", unit="run",
+                             disable=not ctx.progress, dynamic_ncols=True):
+                done.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _train_one(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, name: str) -> None:
+    """A worker process's run: one thread; a diverged sweep run is left to `choose_lr` to record."""
+    torch.set_num_threads(1)
+    try:
+        _train(ctx, model_cfg, train_cfg, data(ctx), name)
+    except FFNLabError:
+        if not name.startswith("lr sweep"):
+            raise
 
 
 @dataclass(frozen=True)
@@ -183,8 +265,7 @@ def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name
     `sweep=False` keeps `train_cfg.lr` (a task with its own tuned schedule)."""
     s = size(ctx)
     if sweep:
-        lr = family_lr(ctx, model_cfg, task)
-        train_cfg = train_cfg.replace(lr=lr, min_lr=lr / 10)
+        train_cfg = at_family_lr(ctx, model_cfg, train_cfg, task)
     run = _train(ctx, model_cfg, train_cfg, task, name)
     quality = assess(name, run, task, train_cfg.steps, train_cfg.lr, s.bar, s.plateau, s.seq_len, s.test_tokens,
                      exempt, in_verdict)
@@ -205,6 +286,4 @@ def few_threads(n: int | None = None) -> Iterator[None]:
 
 
 def progress_bar(items, ctx: Context, desc: str):
-    from tqdm.auto import tqdm
-
     return tqdm(items, desc=desc, disable=not ctx.progress, dynamic_ncols=True)

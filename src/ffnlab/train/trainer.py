@@ -300,15 +300,22 @@ def train_or_reuse(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, o
     """Like `train`, but a finished run in `store` with the same model, train config and data
     (and a checkpoint still on disk) is loaded (onto `device`) instead of trained again."""
     if store is not None:
-        data = for_model(model_cfg, data)
-        run = store.find_finished("train", run_hash(model_cfg, train_cfg, data))
-        ckpt = reusable_checkpoint(store, run, training_code(data)) if run is not None else None
+        run, ckpt = finished_run(store, model_cfg, train_cfg, data)
         if ckpt is not None:
             saved = load_trainer_state(ckpt)
             s = run.summary
             return TrainResult(load_model(ckpt, device), run.id, float(s["val_loss"]), saved.history, ckpt.parent,
                                float(s.get("tokens_per_second", 0.0)), saved.step, reused=True, summary=s)
     return train(model_cfg, train_cfg, data, out_dir, store, name, progress, resume, device)
+
+
+def finished_run(store: Store, model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data
+                 ) -> tuple[Run | None, Path | None]:
+    """The finished run in `store` with this model, train config and data, and its checkpoint if
+    that verifiably holds the run's result (see `reusable_checkpoint`); (None, None) if there is none."""
+    data = for_model(model_cfg, data)
+    run = store.find_finished("train", run_hash(model_cfg, train_cfg, data))
+    return run, (reusable_checkpoint(store, run, training_code(data)) if run is not None else None)
 
 
 def reusable_checkpoint(store: Store, run: Run, code: str) -> Path | None:
