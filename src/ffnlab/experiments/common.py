@@ -125,7 +125,7 @@ def train_config(ctx: Context, seed: int, **changes) -> TrainConfig:
     return cfg.replace(**changes) if changes else cfg
 
 
-def _train(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str) -> TrainResult:
+def train_run(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str) -> TrainResult:
     """Train, or reuse a finished identical run (same config, data and training code) from the store."""
     store = Store(ctx.results)
     out = Path(ctx.results) / "runs" / f"{run_hash(model_cfg, train_cfg, task)}-{training_code(task)}"
@@ -177,7 +177,7 @@ def family_lr(ctx: Context, model_cfg: ModelConfig, task) -> float:
     sw = sweep_of(ctx, model_cfg, task)
 
     def train_at(lr: float) -> TrainResult:
-        return _train(ctx, sw.model, sw.schedule(ctx, lr), task, f"lr sweep {sw.family} {lr:g}")
+        return train_run(ctx, sw.model, sw.schedule(ctx, lr), task, f"lr sweep {sw.family} {lr:g}")
 
     about = {"family": sw.family, "model": sw.model.to_dict(), "steps": sw.steps}
     return float(choose_lr(sw.record, size(ctx).lrs, train_at, about)["chosen"])
@@ -191,15 +191,16 @@ def at_family_lr(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, t
 Job = tuple[ModelConfig, TrainConfig, str]  # a model, its schedule (lr replaced by the family's) and its name
 
 
-def train_ahead(ctx: Context, task, jobs: list[Job], sweep: bool = True) -> None:
+def train_ahead(ctx: Context, task, jobs: list[Job], sweep: bool = True, workers: int | None = None) -> None:
     """Train the runs `jobs` will need (their families' sweeps first), several at a time, so that
     `fit` then finds them in the store.
 
     On a CPU with two or more idle cores, each run trains on one thread in its own process: these
     models are too small to keep a second thread busy, so two single-thread runs side by side finish
     sooner than the same runs one after another on two threads (`make bench` measures the ratio).
-    Elsewhere (a GPU, one idle core, a synthetic task) this does nothing and `fit` trains in turn."""
-    workers = default_threads()
+    Elsewhere (a GPU, one idle core, a synthetic task) this does nothing and `fit` trains in turn.
+    `workers`: processes at most (default: the idle cores, see ffnlab.threads)."""
+    workers = workers or default_threads()
     if workers < 2 or resolve_device(ctx.device).type != "cpu" or not isinstance(task, TokenData):
         return
     store = Store(ctx.results)
@@ -234,7 +235,7 @@ def _train_one(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, nam
     """A worker process's run: one thread; a diverged sweep run is left to `choose_lr` to record."""
     torch.set_num_threads(1)
     try:
-        _train(ctx, model_cfg, train_cfg, data(ctx), name)
+        train_run(ctx, model_cfg, train_cfg, data(ctx), name)
     except FFNLabError:
         if not name.startswith("lr sweep"):
             raise
@@ -266,7 +267,7 @@ def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name
     s = size(ctx)
     if sweep:
         train_cfg = at_family_lr(ctx, model_cfg, train_cfg, task)
-    run = _train(ctx, model_cfg, train_cfg, task, name)
+    run = train_run(ctx, model_cfg, train_cfg, task, name)
     quality = assess(name, run, task, train_cfg.steps, train_cfg.lr, s.bar, s.plateau, s.seq_len, s.test_tokens,
                      exempt, in_verdict)
     ctx.trained.append(quality)
