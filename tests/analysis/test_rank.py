@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from ffnlab.analysis.rank import VARIANTS, dong_norm, rank_collapse, residual_ratio, surgery
+from ffnlab.analysis.rank import (VARIANTS, across_ffn, describe_ratio, dong_norm, floor_of, rank_collapse, residual_ratio,
+                                  surgery)
 from ffnlab.errors import FFNLabError
 from ffnlab.model.config import FFNConfig, ModelConfig
-from ffnlab.model.hooks import capture
+from ffnlab.model.hooks import capture, hooks
 from ffnlab.model.transformer import Transformer
 
 
@@ -76,3 +77,23 @@ def test_unknown_variant_is_a_user_error():
     with pytest.raises(FFNLabError, match="did you mean 'attn-only'"):
         with surgery(model(), "attn_only"):
             pass
+
+
+def test_ratios_below_float_precision_are_named_collapsed():
+    assert floor_of(torch.float32) == pytest.approx(10 * torch.finfo(torch.float32).eps)
+    assert floor_of(torch.bfloat16) > 1000 * floor_of(torch.float32)
+    assert describe_ratio(2e-7, floor_of(torch.float32)) == "collapsed (below float precision)"
+    assert describe_ratio(0.25, floor_of(torch.float32)) == "0.25"
+    # rows equal up to fp32 rounding read near eps, under the floor; the profile records the floor
+    row = torch.randn(1, 1, 64)
+    rounded = (row + 1e-3).expand(2, 16, 64) - 1e-3 + torch.randn(2, 16, 64) * 1e-8
+    assert float(residual_ratio(rounded.float()).max()) < floor_of(torch.float32)
+    assert rank_collapse(model(), torch.randint(0, 50, (2, 8))).floor == floor_of(torch.float32)
+
+
+def test_across_ffn_is_one_where_the_ffn_adds_nothing_and_moves_where_it_does():
+    m = model(n_layers=3)
+    tokens = torch.randint(0, 50, (3, 16))
+    with hooks(m, {f"blocks.{i}.ffn.hook_out": torch.zeros_like for i in range(3)}):
+        assert across_ffn(m, tokens) == pytest.approx([1.0] * 3, abs=1e-9)
+    assert all(abs(r - 1.0) > 1e-4 for r in across_ffn(m, tokens))

@@ -1,3 +1,7 @@
+import pytest
+
+from ffnlab.experiments.c2_rank import c2_verdict, what_prevents
+from ffnlab.experiments.verdict import estimate
 from ffnlab.results import ALL_VERDICTS, base_verdict
 
 
@@ -7,9 +11,34 @@ def test_rank_collapse_at_test_size(run_test_size):
     rows = {(row[0], row[1]): row[2:] for row in r.tables[0].rows}
     n_layers = len(rows[("init", "full")])
     assert n_layers >= 4
+    lines = {line.label: line.y for line in r.series[0].lines}  # at initialisation, by surgery
     # at initialisation pure attention loses rank with depth; the full block keeps it (Dong et al.)
-    assert rows[("init", "attn-only")][-1] < 0.5 * rows[("init", "full")][-1]
-    assert rows[("init", "attn-only")][-1] < rows[("init", "attn-only")][0]
+    assert lines["attn-only"][-1] < 0.5 * lines["full"][-1]
+    assert lines["attn-only"][-1] < lines["attn-only"][0]
     # surgery "full" on the trained full model is the built-and-trained full model itself
     assert rows[("trained", "full")] == rows[("built+trained", "full")]
     assert [e.quantity for e in r.estimates][0] == r.criterion.quantity
+    assert "In these models" in r.reason  # the plain statement of what prevents collapse
+    across = r.tables[1].rows
+    assert [row[0] for row in across] == ["init", "trained"] and len(across[0]) == n_layers + 1
+
+
+def seeds(*values):
+    return estimate("q", values)
+
+
+@pytest.mark.parametrize("without_ffn, ffn_without_skip, expected", [
+    ((0.1, 0.12, 0.09), (2.5, 2.7, 2.4), "supported"),        # the FFN keeps diversity with and without skips
+    ((0.1, 0.12, 0.09), (0.2, 0.1, 0.3), "partly supported"),  # needed with skips, no help without them
+    ((0.9, 0.95, 0.85), (2.5, 2.7, 2.4), "partly supported"),  # slows pure attention's collapse only
+    ((0.9, 0.95, 0.85), (0.2, 0.1, 0.3), "not supported"),     # the skip does the work; the FFN does not help
+])
+def test_every_verdict_is_reachable(without_ffn, ffn_without_skip, expected):
+    assert c2_verdict(seeds(*without_ffn), seeds(*ffn_without_skip))[0] == expected
+
+
+def test_the_plain_statement_names_the_component():
+    assert "the skip connection prevents collapse" in what_prevents(0.9, 0.2, 3.0)
+    assert "the FFN does not slow collapse" in what_prevents(0.9, 0.2, 3.0)
+    assert "the FFN slows collapse" in what_prevents(0.1, 2.0, 0.5)
+    assert "the skip connection alone does not keep" in what_prevents(0.1, 2.0, 0.5)

@@ -14,6 +14,11 @@ only slows it.
                                                                     (Dong's "SAN + MLP")
     attn-only   both: no skip around attention and no FFN           (Dong's pure "SAN")
 
+Ratios cannot be resolved below the rounding of the activations' dtype: a stream whose rows
+agree to float precision reads about eps (1.2e-7 in fp32). `RankProfile.floor` (10 eps) marks
+that level; below it a stream is "collapsed (below float precision)", not a number to compare.
+`across_ffn` measures what each FFN itself does to diversity: ratio(resid_post) / ratio(resid_mid).
+
 The edits use the exact identities of `ffnlab.model.hooks`: resid_mid = resid_pre +
 attn.hook_out in both block layouts, so subtracting resid_pre leaves attention's output;
 zeroing ffn.hook_out makes resid_post = resid_mid (pre-LN) or = ffn.hook_in, the
@@ -34,6 +39,17 @@ from ffnlab.errors import unknown
 from ffnlab.model.hooks import Edit, hooks
 
 VARIANTS = ("full", "attn+skip", "attn+ffn", "attn-only")
+FLOOR_EPS = 10  # ratios below 10 eps of the activations' dtype are rounding, not structure
+
+
+def floor_of(dtype: torch.dtype) -> float:
+    """The smallest residual ratio activations of `dtype` resolve (see module doc)."""
+    return FLOOR_EPS * torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+
+
+def describe_ratio(ratio: float, floor: float) -> str:
+    """A ratio for a reader: the number, or "collapsed (below float precision)" under the floor."""
+    return "collapsed (below float precision)" if ratio < floor else f"{ratio:.3g}"
 
 
 def dong_norm(x: Tensor) -> Tensor:
@@ -90,6 +106,26 @@ class RankProfile:
     mean: list[float]
     per_sequence: list[list[float]]
     embed: float  # the ratio of the embeddings entering block 0
+    floor: float = 0.0  # ratios below this are float rounding (`floor_of` the activations' dtype)
+
+
+def _ratios(model, tokens: Tensor, names: list[str], batch_size: int) -> tuple[dict[str, Tensor], float]:
+    """`residual_ratio` of every hook in `names` per sequence of `tokens` (name -> (B,)), and the
+    float floor of the activations seen. Only (B,) is kept per hook, never the activation."""
+    ratios: dict[str, list[Tensor]] = {name: [] for name in names}
+    dtypes: set[torch.dtype] = set()
+
+    def recorder(name: str):
+        def record(act: Tensor) -> None:
+            ratios[name].append(residual_ratio(act.detach()))
+            dtypes.add(act.dtype)
+        return record
+
+    device = module_device(model)
+    with hooks(model, {name: recorder(name) for name in names}):
+        for start in range(0, tokens.shape[0], batch_size):
+            model(tokens[start:start + batch_size].to(device))
+    return {name: torch.cat(parts).cpu() for name, parts in ratios.items()}, max(map(floor_of, dtypes))
 
 
 @torch.no_grad()
@@ -97,21 +133,22 @@ def rank_collapse(model, tokens: Tensor, variant: str = "full", batch_size: int 
     """Dong et al.'s residual ratio per layer for `tokens` (B, T) under `variant`."""
     names = ["hook_embed"] if "hook_embed" in model.hook_sites() else []
     names += [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
-    ratios: dict[str, list[Tensor]] = {name: [] for name in names}
-
-    def recorder(name: str):
-        def record(act: Tensor) -> None:  # keep only (B,) per hook, not the activation
-            ratios[name].append(residual_ratio(act.detach()))
-        return record
-
-    device = module_device(model)
-    with surgery(model, variant), hooks(model, {name: recorder(name) for name in names}):
-        for start in range(0, tokens.shape[0], batch_size):
-            model(tokens[start:start + batch_size].to(device))
-    per_seq = {name: torch.cat(parts).cpu() for name, parts in ratios.items()}  # (B,) over all batches
+    with surgery(model, variant):
+        per_seq, floor = _ratios(model, tokens, names, batch_size)
     layers = torch.stack([per_seq[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
     embed = float(per_seq["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
-    return RankProfile(variant, layers.mean(0).tolist(), layers.tolist(), embed)
+    return RankProfile(variant, layers.mean(0).tolist(), layers.tolist(), embed, floor)
+
+
+@torch.no_grad()
+def across_ffn(model, tokens: Tensor, batch_size: int = 8) -> list[float]:
+    """Per layer, the mean over sequences of ratio(resid_post) / ratio(resid_mid): above 1 the FFN
+    adds token diversity, below 1 it removes some (pre-LN blocks: resid_post = resid_mid + ffn_out)."""
+    n = model.n_layers
+    names = [f"blocks.{i}.hook_resid_{where}" for i in range(n) for where in ("mid", "post")]
+    r, _ = _ratios(model, tokens, names, batch_size)
+    return [float((r[f"blocks.{i}.hook_resid_post"] / r[f"blocks.{i}.hook_resid_mid"].clamp_min(1e-300)).mean())
+            for i in range(n)]
 
 
 def all_variants(model, tokens: Tensor, batch_size: int = 8) -> dict[str, RankProfile]:

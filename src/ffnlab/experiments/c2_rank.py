@@ -1,28 +1,37 @@
 """C2: without the FFN, does stacked self-attention lose token diversity (rank collapse)?
 
-Dong, Cordonnier, Loukas 2021's residual ratio ||res(H_l)|| / ||H_l|| after every block of a
-deep decoder, for the four surgeries of `ffnlab.analysis.rank` (full block; FFN removed,
-attention keeps its skip; skip around attention removed, FFN kept; pure attention), at
-initialisation and after training; and, built by config and trained as such, models
-without FFN, without the skip around attention, and with neither.
+Dong, Cordonnier, Loukas 2021's residual ratio ||res(H_l)|| / ||H_l|| after every block, for
+models built and trained with the full block, without FFN (attention keeps its skip), without
+the skip around attention (FFN kept) and with neither (pure attention); the same four by
+surgery on the full model at initialisation and after training; and what each FFN does to the
+ratio itself (resid_mid -> resid_post).
+
+The verdict rests on the two contrasts that involve the FFN: with skips, the model without FFN
+against the full model; without skips, attention+FFN against pure attention. A contrast between
+two streams collapsed below float precision is no contrast: ratios are floored there
+(`analysis.rank.floor_of`) and reported as "collapsed (below float precision)".
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ffnlab.analysis.rank import VARIANTS, rank_collapse
+from ffnlab.analysis.rank import VARIANTS, across_ffn, describe_ratio, rank_collapse
 from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name, train_ahead,
                                       train_config, training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import ModelConfig, Transformer
-from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
+from ffnlab.results import Anchor, Criterion, Estimate, Line, Result, Series, Table
 
-CRITERION = Criterion("last-layer residual ratio of a model built and trained without FFN / full model", "<", 0.5,
-                      "95% t-interval over seeds below 0.5 (without the FFN the rank collapses); for "
-                      "'supported' removing the FFN from the trained full model by surgery must agree "
-                      "(ratio < 0.5); partly if only pure attention (no skip, no FFN) collapses below 0.1")
+CRITERION = Criterion("last-layer residual ratio, built and trained without FFN (skips kept) / full model", "<", 0.5,
+                      "95% t-interval over paired seeds below 0.5 (with skips, the FFN is what keeps token "
+                      "diversity); for 'supported' the FFN must also slow collapse without skips: log10 of "
+                      "attention+FFN / pure attention (built and trained) above 1, i.e. 10x the diversity; partly "
+                      "if only that second contrast holds")
+SLOWS = 1.0  # log10: attention+FFN keeps >= 10x the residual of pure attention
 MEASURE = {"test": (4, 32), "quick": (32, 128), "full": (32, 128)}  # sequences, tokens (Dong et al.: 32 x 128)
 
 
@@ -48,14 +57,41 @@ CONTROL = ("a control built without the skip around attention, which Dong et al.
            "meant to be a good language model")
 
 
-@experiment("rank-collapse", claim="C2", version=2, order=20,
-            title="Rank collapse per layer: pure attention, attention+FFN, attention+skip, full block")
+def last(profile, floor: float) -> float:
+    """The last layer's mean ratio, floored at float precision (below it there is nothing to compare)."""
+    return max(profile.mean[-1], floor)
+
+
+def c2_verdict(without_ffn: Estimate, ffn_without_skip: Estimate) -> tuple[str, str]:
+    """The criterion on the two FFN contrasts (see CRITERION)."""
+    slows = (ffn_without_skip.mean > SLOWS,
+             f"without skips the FFN keeps 10^{ffn_without_skip.mean:.2f} times the residual of pure attention "
+             f"(needs > 10^{SLOWS:g})")
+    return decide(CRITERION, without_ffn, requirements=[slows], partial=slows)
+
+
+def what_prevents(without_ffn: float, ffn_without_skip: float, skip_without_ffn: float) -> str:
+    """One plain sentence: which component keeps the last layer's tokens apart in these models."""
+    skip = skip_without_ffn > SLOWS and without_ffn >= CRITERION.threshold
+    ffn = ffn_without_skip > SLOWS
+    parts = [("the skip connection prevents collapse (attention+skip keeps "
+              f"10^{skip_without_ffn:.1f} times the residual of pure attention and {without_ffn:.2f} of the full "
+              "model's)") if skip else f"the skip connection alone does not keep the full model's diversity "
+             f"(attention+skip / full = {without_ffn:.2g})",
+             f"the FFN {'slows' if ffn else 'does not slow'} collapse without skips (attention+FFN / pure attention "
+             f"= 10^{ffn_without_skip:.1f})"]
+    return "In these models " + "; ".join(parts) + "."
+
+
+@experiment("rank-collapse", claim="C2", version=3, order=20,
+            title="Rank collapse per layer: which of skip and FFN keeps attention from collapsing")
 def rank_collapse_experiment(ctx: Context) -> Result:
     task = data(ctx)
     n_seq, length = MEASURE.get(size_name(ctx), (32, 128))
     cfgs = built_variants(ctx, task.vocab_size)
     surg = {("init", v): [] for v in VARIANTS} | {("trained", v): [] for v in VARIANTS}
     built = {v: [] for v in cfgs}
+    across = {"init": [], "trained": []}
     jobs = [(seed, v) for seed in ctx.seeds for v in cfgs]
     train_ahead(ctx, task, [(cfgs[v], train_config(ctx, seed), f"c2 {v} s{seed}") for seed, v in jobs])
     with few_threads():
@@ -63,29 +99,38 @@ def rank_collapse_experiment(ctx: Context) -> Result:
             tokens = task.batch("test", 5000, n_seq, length, seed)[0]
             exempt = CONTROL if variant in ("attn+ffn", "attn-only") else ""
             run = fit(ctx, cfgs[variant], train_config(ctx, seed), task, f"c2 {variant} s{seed}", exempt=exempt)
-            built[variant].append(rank_collapse(run.model, tokens, "full").mean)
+            built[variant].append(rank_collapse(run.model, tokens, "full"))
             if variant == "full":
                 torch.manual_seed(seed)
                 init = Transformer(cfgs["full"]).eval()
                 for v in VARIANTS:
-                    surg[("init", v)].append(rank_collapse(init, tokens, v).mean)
-                    surg[("trained", v)].append(rank_collapse(run.model, tokens, v).mean)
-    last = lambda profiles: [p[-1] for p in profiles]  # noqa: E731
-    rel = lambda a, b: [x / y for x, y in zip(last(a), last(b))]  # noqa: E731
+                    surg[("init", v)].append(rank_collapse(init, tokens, v))
+                    surg[("trained", v)].append(rank_collapse(run.model, tokens, v))
+                across["init"].append(across_ffn(init, tokens))
+                across["trained"].append(across_ffn(run.model, tokens))
+    floor = max(p.floor for profiles in [*built.values(), *surg.values()] for p in profiles)
+
+    def rel(a: list, b: list) -> list[float]:  # paired over seeds, last layer
+        return [last(x, floor) / last(y, floor) for x, y in zip(a, b)]
+
+    def log_rel(a: list, b: list) -> list[float]:
+        return [math.log10(r) for r in rel(a, b)]
+
     est = [estimate(CRITERION.quantity, rel(built["attn+skip"], built["full"])),
+           estimate("log10 last-layer ratio, attention+FFN / pure attention, both built and trained without skips",
+                    log_rel(built["attn+ffn"], built["attn-only"])),
+           estimate("log10 last-layer ratio, attention+skip / pure attention, both built and trained without FFN",
+                    log_rel(built["attn+skip"], built["attn-only"])),
            estimate("last-layer ratio, FFN removed by surgery (skip kept) / full model, trained",
                     rel(surg[("trained", "attn+skip")], surg[("trained", "full")])),
-           estimate("last-layer ratio, model built and trained as pure attention / full model",
-                    rel(built["attn-only"], built["full"])),
-           estimate("last-layer ratio, pure attention / full model, trained (surgery)",
-                    rel(surg[("trained", "attn-only")], surg[("trained", "full")])),
-           estimate("last-layer ratio, skip removed but FFN kept / full model, trained (surgery)",
-                    rel(surg[("trained", "attn+ffn")], surg[("trained", "full")]))]
-    verdict, reason = decide(
-        CRITERION, est[0],
-        requirements=[(est[1].mean < CRITERION.threshold,
-                       f"removing the FFN by surgery agrees (ratio {est[1].mean:.3g} < 0.5)")],
-        partial=(est[2].mean < 0.1, f"pure attention collapses (ratio {est[2].mean:.3g} of the full model)"))
+           estimate("log10 last-layer ratio, attention+FFN / pure attention, by surgery on the trained model",
+                    log_rel(surg[("trained", "attn+ffn")], surg[("trained", "attn-only")])),
+           estimate("log10 last-layer ratio, attention+FFN / pure attention, by surgery at initialisation",
+                    log_rel(surg[("init", "attn+ffn")], surg[("init", "attn-only")])),
+           estimate("mean over layers of ratio(resid_post) / ratio(resid_mid): what each trained FFN does to "
+                    "diversity (1 = nothing)", [sum(a) / len(a) for a in across["trained"]])]
+    verdict, reason = c2_verdict(est[0], est[1])
+    plain = what_prevents(est[0].mean, est[1].mean, est[2].mean)
     n_layers = cfgs["full"].n_layers
     xs = [float(i + 1) for i in range(n_layers)]
 
@@ -93,29 +138,41 @@ def rank_collapse_experiment(ctx: Context) -> Result:
         per_layer = [estimate("", [p[i] for p in profiles]) for i in range(n_layers)]
         return Line(label, xs, [e.mean for e in per_layer], [e.ci_high - e.mean for e in per_layer])
 
+    def means(profiles) -> list[list[float]]:
+        return [p.mean for p in profiles]
+
+    def cells(profiles) -> list:
+        return [describe_ratio(y, floor) for y in mean_line("", means(profiles)).y]
+
     series = [Series(f"Residual ratio per layer ({stage}, by hook surgery)", "layer", "||res(H)|| / ||H||",
-                     [mean_line(v, surg[(stage, v)]) for v in VARIANTS], log_y=True)
+                     [mean_line(v, means(surg[(stage, v)])) for v in VARIANTS], log_y=True)
               for stage in ("init", "trained")]
     series.append(Series("Residual ratio per layer (models built and trained without parts)", "layer",
-                         "||res(H)|| / ||H||", [mean_line(v, built[v]) for v in cfgs], log_y=True))
-    rows = [[stage, v, *[round(x, 5) for x in mean_line(v, surg[(stage, v)]).y]]
-            for stage in ("init", "trained") for v in VARIANTS]
-    rows += [["built+trained", v, *[round(x, 5) for x in mean_line(v, built[v]).y]] for v in cfgs]
+                         "||res(H)|| / ||H||", [mean_line(v, means(built[v])) for v in cfgs], log_y=True))
+    series.append(Series("What each FFN does to diversity: ratio(resid_post) / ratio(resid_mid)", "layer",
+                         "ratio after / before the FFN", [mean_line(stage, across[stage]) for stage in across]))
+    rows = [[stage, v, *cells(surg[(stage, v)])] for stage in ("init", "trained") for v in VARIANTS]
+    rows += [["built+trained", v, *cells(built[v])] for v in cfgs]
+    layer_cols = [f"L{i + 1}" for i in range(n_layers)]
+    across_rows = [[stage, *[f"{y:.3g}" for y in mean_line(stage, across[stage]).y]] for stage in across]
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
         method=f"{n_layers}-layer pre-LN decoders (d={cfgs['full'].d_model}); ratio "
                f"measured on hook_resid_post of every block over {n_seq} test sequences of {length} tokens, "
-               "norm sqrt(||.||_1 ||.||_inf), res(H) = H - 1 mean_row(H)^T. " + training_method(ctx),
-        criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
-        tables=[Table("Mean residual ratio per layer", ["stage", "variant", *[f"L{i + 1}" for i in range(n_layers)]],
-                      rows)],
+               "norm sqrt(||.||_1 ||.||_inf), res(H) = H - 1 mean_row(H)^T; ratios below "
+               f"{floor:.1g} (10 eps of the activations' dtype) are float rounding and floored there. "
+               + training_method(ctx),
+        criterion=CRITERION, verdict=verdict, reason=f"{reason}. {plain}", estimates=est,
+        tables=[Table("Mean residual ratio per layer", ["stage", "variant", *layer_cols], rows),
+                Table("Ratio after / before each FFN (full model)", ["stage", *layer_cols], across_rows,
+                      note="above 1 the FFN adds token diversity, below 1 it removes some")],
         series=series,
         anchors=[Anchor("Dong, Cordonnier, Loukas 2021",
                         "pure attention collapses within a few layers; skip connections prevent it; the MLP "
                         "only slows it",
-                        f"trained, last layer vs full (surgery): pure attention {est[3].mean:.3g}, attention+FFN "
-                        f"without skip {est[4].mean:.3g}, attention+skip without FFN {est[1].mean:.3g}; built "
-                        f"without FFN {est[0].mean:.3g}")],
+                        f"built and trained, last layer: attention+FFN / pure attention = 10^{est[1].mean:.2f}; "
+                        f"attention+skip / pure attention = 10^{est[2].mean:.2f}; without FFN / full = "
+                        f"{est[0].mean:.3g}")],
         caveats=["Surgery removes parts of a model trained with them; the built-and-trained variants show what a "
                  "model trained without them does.",
                  "Pre-LN blocks: the norm before attention rescales each token, which changes the rate of "

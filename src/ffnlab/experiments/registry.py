@@ -127,7 +127,7 @@ def apply_labels(result: Result, ctx: Context, exp: Experiment) -> None:
         result.reason += f" (indicative: {n} seed{'s' if n != 1 else ''}; a verdict needs >= {MIN_SEEDS} paired seeds)"
     missed = [q for q in ctx.trained if q.in_verdict and not q.meets]
     if missed:
-        result.extra["verdict_if_trained"] = {"verdict": result.verdict, "reason": result.reason}
+        as_if = result.extra["verdict_if_trained"] = {"verdict": result.verdict, "reason": result.reason}
         names = "; ".join(q.shortfall() for q in missed[:3]) + (f"; and {len(missed) - 3} more" if len(missed) > 3
                                                                   else "")
         decide = (f"`ffnlab run {exp.name} --full` (longer training) would decide it" if ctx.mode == "quick"
@@ -136,7 +136,7 @@ def apply_labels(result: Result, ctx: Context, exp: Experiment) -> None:
         used = sum(q.in_verdict for q in ctx.trained)
         result.reason = (f"{len(missed)} of the {used} trained models the criterion uses miss their bar, so the "
                          f"numbers carry no verdict: {names}. {decide}. Read as if trained: "
-                         f"{result.extra['verdict_if_trained']['verdict']}.")
+                         f"{as_if['verdict']}, because {as_if['reason']}")
 
 
 def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, results: str | Path | None = None,
