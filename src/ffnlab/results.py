@@ -96,6 +96,16 @@ class Anchor:
     ours: str
 
 
+@dataclass(frozen=True)
+class Deviation:
+    """A criterion or protocol changed after results were seen, logged as such (shown in the report)."""
+
+    version: int  # the experiment version that introduced the change
+    changed: str  # what was changed, from what to what
+    seen: str  # which results had been seen when it was changed
+    why: str
+
+
 @dataclass
 class Result:
     name: str
@@ -112,6 +122,7 @@ class Result:
     series: list[Series] = field(default_factory=list)
     anchors: list[Anchor] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
+    deviations: list[Deviation] = field(default_factory=list)  # from the experiment's registration
     extra: dict[str, Any] = field(default_factory=dict)  # free-form (e.g. neuron examples)
     command: str = ""
     config: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +147,7 @@ class Result:
         d["tables"] = [Table(**t) for t in d.get("tables", [])]
         d["series"] = [Series(**{**s, "lines": [Line(**ln) for ln in s["lines"]]}) for s in d.get("series", [])]
         d["anchors"] = [Anchor(**a) for a in d.get("anchors", [])]
+        d["deviations"] = [Deviation(**x) for x in d.get("deviations", [])]
         return cls(**d)
 
     def save(self, path: str | Path) -> Path:

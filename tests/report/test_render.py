@@ -14,7 +14,7 @@ from ffnlab.report import load_study, render_report
 from ffnlab.report.answer import claim_verdict
 from ffnlab.report.page import _answer as _answer_html
 from ffnlab.report.page import _overview
-from ffnlab.results import Result
+from ffnlab.results import Deviation, Result
 
 
 @pytest.fixture
@@ -161,3 +161,25 @@ def test_no_results_is_one_clear_line(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ffnlab report: error: no stored results" in err
+
+
+def test_a_criterion_changed_after_results_were_seen_is_shown_as_a_deviation(study):
+    assert 'id="deviations"' not in render_report(study).read_text()  # none logged: no section
+    path = study / "experiments" / "c2-rank-quick.json"
+    r = Result.load(path)
+    r.deviations = [Deviation(2, "threshold moved from 0.3 to 0.5", "version 1's quick results", "a typo in v1")]
+    r.save(path)
+    assert Result.load(path).deviations == r.deviations  # round-trips through JSON
+    html = render_report(study).read_text()
+    section = html[html.index('id="deviations"'):]
+    assert "threshold moved from 0.3 to 0.5" in section[:section.index("</section>")]
+    article = html[html.index(f'id="exp-{r.name}"'):]
+    assert "Changed after results were seen" in article[:article.index("</article>")]
+    check(html)
+
+
+def test_the_criteria_changed_after_results_were_seen_are_logged():
+    from ffnlab.experiments.registry import load_all
+    logged = {name: exp.deviations for name, exp in load_all().items() if exp.deviations}
+    assert {"rank-collapse", "nonlinearity", "memorisation"} <= set(logged)
+    assert all(d.version <= load_all()[name].version for name, ds in logged.items() for d in ds)

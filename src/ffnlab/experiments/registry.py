@@ -25,7 +25,7 @@ from pathlib import Path
 from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.fingerprint import code_fingerprint
-from ffnlab.results import INCONCLUSIVE, INDICATIVE, MIN_SEEDS, Result, code_version, results_dir
+from ffnlab.results import INCONCLUSIVE, INDICATIVE, MIN_SEEDS, Deviation, Result, code_version, results_dir
 
 MODES = ("quick", "full")
 
@@ -58,6 +58,7 @@ class Experiment:
     default_seeds: dict[str, int]  # mode -> number of seeds
     order: int = 100  # position in the study
     seeded: bool = True  # False: a deterministic measurement, where seeds do not apply
+    deviations: tuple[Deviation, ...] = ()  # criteria changed after results were seen (results.Deviation)
 
     def result_path(self, results: Path, mode: str) -> Path:
         return results / "experiments" / f"{self.name}-{mode}.json"
@@ -71,11 +72,11 @@ EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def experiment(name: str, claim: str, version: int, title: str, seeds: dict[str, int] | None = None,
-               order: int = 100, seeded: bool = True
+               order: int = 100, seeded: bool = True, deviations: tuple[Deviation, ...] = ()
                ) -> Callable[[Callable[[Context], Result]], Callable[[Context], Result]]:
     def add(fn: Callable[[Context], Result]) -> Callable[[Context], Result]:
         EXPERIMENTS[name] = Experiment(name, claim, version, title, fn, seeds or {"quick": 1, "full": 3}, order,
-                                       seeded)
+                                       seeded, deviations)
         return fn
     return add
 
@@ -163,6 +164,7 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
     t0 = time.perf_counter()
     result = exp.fn(ctx)
     result.name, result.claim, result.version, result.mode = exp.name, exp.claim, exp.version, mode
+    result.deviations = list(exp.deviations)
     result.title = result.title or exp.title
     result.seeds = list(ctx.seeds)
     result.config = {**result.config, "data": data, "options": dict(ctx.options),

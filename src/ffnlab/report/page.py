@@ -55,6 +55,7 @@ pre{background:var(--soft);padding:.75rem;overflow-x:auto;border-radius:6px}
 .badge.inconclusive-under-trained{background:#f3e8fd;color:#5b2a86;border-color:#d7aefb}
 .badge.indicative{border-style:dashed;border-color:currentColor}
 .stale{color:#a50e0e}
+.deviations{border-left:3px solid #b06000;padding:.2em .8em;margin:.6em 0;background:#fff8ec}
 .verdict{background:var(--soft);padding:.6rem .9rem;border-radius:6px;margin:.75rem 0}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;margin:.5rem 0 1rem;max-width:100%}
 table{border-collapse:collapse;font-size:.9rem;min-width:100%}
@@ -100,7 +101,7 @@ def render_page(study: StoredStudy) -> str:
     grouped = study.by_claim()
     ids = list(CLAIMS) + [c for c in grouped if c not in CLAIMS]
     body = [f"<h1>{esc(QUESTION)}</h1>", _answer(study), _overview(study, ids), sections.models_section(study),
-            _toc(study, ids)]
+            sections.deviations_section(study), _toc(study, ids)]
     if study.failures:
         body.append(_failures(study))
     for claim_id in ids:

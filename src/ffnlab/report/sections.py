@@ -41,7 +41,7 @@ def _result(r: Result) -> str:
            f"{len(r.seeds)} seed{'s' if len(r.seeds) != 1 else ''}</p>",
            _stale(r),
            f'<p><strong>Method.</strong> {esc(r.method)}</p>' if r.method else "",
-           _verdict(r), _training(r)]
+           _verdict(r), _deviations(r), _training(r)]
     if r.estimates:
         best = headline(r)
         rows = []
@@ -80,6 +80,27 @@ def _result(r: Result) -> str:
         out.append(f'<p class="cmd">Regenerate: <code>{esc(r.command)}</code></p>')
     out.append("</article>")
     return "\n".join(x for x in out if x)
+
+
+def _deviations(r: Result) -> str:
+    if not r.deviations:
+        return ""
+    items = "".join(f"<li>version {d.version}: {esc(d.changed)}. <em>Seen before the change:</em> {esc(d.seen)}. "
+                    f"<em>Why:</em> {esc(d.why)}.</li>" for d in r.deviations)
+    return ('<div class="deviations"><strong>Changed after results were seen</strong> (not pre-registered):'
+            f"<ul>{items}</ul></div>")
+
+
+def deviations_section(study: StoredStudy) -> str:
+    """Every criterion or protocol changed after results were seen, study-wide, linked to its result."""
+    rows = [[f'<a href="#{result_id(r)}">{esc(r.name)}</a>', str(d.version), esc(d.changed), esc(d.seen), esc(d.why)]
+            for r in study.results for d in r.deviations]
+    if not rows:
+        return ""
+    return ('<section id="deviations"><h2>Deviations from the pre-registered criteria</h2>'
+            "<p>Each of these was changed after results had been seen; a verdict under a changed criterion is "
+            "weaker evidence than one fixed before the run.</p>"
+            + table(["result", "version", "what changed", "seen before", "why"], rows, raw=True) + "</section>")
 
 
 def current_fingerprint(name: str) -> str | None:
