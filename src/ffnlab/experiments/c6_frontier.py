@@ -1,11 +1,15 @@
 """C6: can the FFN be shrunk, shared or replaced? Held-out loss vs parameters, FLOPs, latency.
 
+This module trains the variants and draws the frontier (descriptive: no verdict); the four
+questions of the claim each get their own verdict in `c6_claims` (shrink, share, replace,
+prune), from the same runs.
+
 Trained on the same tokens and budget: width ratios 0, 1/2, 1, 2, 4, 8 (4 = baseline);
 SwiGLU at the baseline's FFN parameters (Shazeer 2020); one FFN shared by every layer;
 one wide shared FFN with the baseline's FFN parameters (Pires et al. 2023); MoE top-1 and
 top-2 with the baseline's active FFN parameters; a low-rank FFN. After training, the
-baseline's neurons are pruned 0..90% by mean |activation| vs at random (zeroed through
-`ffn.hook_post`). The Pareto frontier (no other point with fewer parameters and lower
+baseline's neurons are pruned 0..90% by mean |activation|, by weight norm and at random
+(zeroed through `ffn.hook_post`). The Pareto frontier (no other point with fewer parameters and lower
 loss) is marked.
 """
 
@@ -20,21 +24,17 @@ import torch
 from ffnlab.analysis.ablation import causal_lm_loss, mean_loss
 from ffnlab.analysis.accounting import flops_per_token
 from ffnlab.device import module_device, synchronize
-from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name,
-                                      train_ahead, train_config, training_method)
+from ffnlab.experiments.common import (base_model, data, fit_variants, size, size_name, train_config,
+                                      training_method)
 from ffnlab.experiments.registry import Context, experiment
-from ffnlab.experiments.verdict import decide, estimate
+from ffnlab.experiments.verdict import estimate
 from ffnlab.model import ModelConfig, count_params, match_d_ff
 from ffnlab.model.hooks import ablate, capture
-from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
+from ffnlab.results import Anchor, Line, Result, Series, Table
 
-CRITERION = Criterion("held-out loss of one shared FFN minus the baseline (4x MLP in every layer)", "<", 0.05,
-                      "95% t-interval over seeds below 0.05 nats; partly if pruning half the neurons by "
-                      "activation, or shrinking the FFN to width ratio 1, costs less than 0.05 nats")
 PRUNE = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 BASELINE = "ratio 4 (baseline)"
-IN_VERDICT = (BASELINE, "one shared FFN", "ratio 1")  # the models the criterion uses; the rest draw the frontier
-# left out of the quick size's frontier (the costliest to train, and not used by the criterion)
+# left out of the quick size's frontier (the costliest to train; no quick verdict uses them)
 WIDE = "one wide shared FFN (matched params)"
 NOT_QUICK = ("ratio 0.5", "ratio 2", "ratio 8", WIDE, "moe top-1 (matched active)")
 
@@ -75,26 +75,38 @@ def latency(model, tokens: torch.Tensor, reps: int = 5) -> float:
     return statistics.median(times)
 
 
+PRUNE_WAYS = ("by activation", "by weight norm", "random")
+
+
+@torch.no_grad()
+def weight_score(ffn) -> torch.Tensor:
+    """Per neuron, ||w_in|| ||w_out||: how large its read and write weights are (F,)."""
+    return ffn.fc_in.weight.float().norm(dim=1) * ffn.values().float().norm(dim=1)
+
+
 @torch.no_grad()
 def prune_curve(model, calib: torch.Tensor, tokens: torch.Tensor, seed: int) -> dict[str, list[float]]:
-    """Held-out loss with a fraction of every layer's neurons zeroed, by activation and at random."""
+    """Held-out loss with a fraction of every layer's neurons zeroed: the lowest by mean |activation|
+    on `calib`, the lowest by weight norm, and at random (`PRUNE_WAYS`)."""
     names = [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)]
     with capture(model, names, reduce=lambda _n, a: a.abs().float().sum((0, 1)), device="cpu") as cache:
         model(calib.to(module_device(model)))
-    score = {n: torch.stack(cache.parts(n)).sum(0) for n in names}  # (F,) summed |activation|
     gen = torch.Generator().manual_seed(seed)
-    out: dict[str, list[float]] = {"by activation": [], "random": []}
+    weights = {n: weight_score(block.ffn).cpu() for n, block in zip(names, model.blocks)}
+    order = {"by activation": {n: torch.stack(cache.parts(n)).sum(0).argsort() for n in names},
+             "by weight norm": {n: w.argsort() for n, w in weights.items()},
+             "random": {n: torch.randperm(len(w), generator=gen) for n, w in weights.items()}}
+    dense = mean_loss(model, tokens, causal_lm_loss, 8)
+    out: dict[str, list[float]] = {how: [] for how in PRUNE_WAYS}
     for frac in PRUNE:
-        for how in out:
+        for how in PRUNE_WAYS:
             if frac == 0:
-                out[how].append(mean_loss(model, tokens, causal_lm_loss, 8))
+                out[how].append(dense)
                 continue
             with contextlib.ExitStack() as stack:  # one `ablate` per layer, all active at once
                 for n in names:
-                    k = int(round(frac * score[n].numel()))
-                    order = score[n].argsort() if how == "by activation" else torch.randperm(score[n].numel(),
-                                                                                              generator=gen)
-                    stack.enter_context(ablate(model, [n], "zero", neurons=order[:k]))
+                    k = int(round(frac * len(order[how][n])))
+                    stack.enter_context(ablate(model, [n], "zero", neurons=order[how][n][:k]))
                 out[how].append(mean_loss(model, tokens, causal_lm_loss, 8))
     return out
 
@@ -105,89 +117,61 @@ def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
             if not any((cb <= ca and lb <= la) and (cb < ca or lb < la) for b, (cb, lb) in points.items() if b != a)}
 
 
-@experiment("efficiency-frontier", claim="C6", version=2, order=60,
-            title="Loss vs parameters, FLOPs and latency: shrunk, shared, gated, MoE, low-rank, pruned FFNs")
+@experiment("efficiency-frontier", claim="C6", version=3, order=60,
+            title="Loss vs parameters, FLOPs and latency: shrunk, shared, gated, MoE and low-rank FFNs")
 def efficiency_frontier(ctx: Context) -> Result:
+    """Descriptive: every variant on the three cost axes, Pareto fronts marked (verdicts: `c6_claims`)."""
     task, s = data(ctx), size(ctx)
     cfgs = variants(base_model(ctx, task.vocab_size))
     thin = thin_frontier(ctx)
     if thin:
         cfgs = {k: c for k, c in cfgs.items() if k not in NOT_QUICK}
-    losses: dict[str, list[float]] = {k: [] for k in cfgs}
     lat: dict[str, list[float]] = {k: [] for k in cfgs}
-    prune: list[dict[str, list[float]]] = []
-    jobs = [(seed, k) for seed in ctx.seeds for k in cfgs]
-    train_ahead(ctx, task, [(cfgs[k], train_config(ctx, seed), f"c6 {k} s{seed}") for seed, k in jobs])
-    with few_threads():
-        for seed, k in progress_bar(jobs, ctx, "C6 frontier"):
-            run = fit(ctx, cfgs[k], train_config(ctx, seed), task, f"c6 {k} s{seed}", in_verdict=k in IN_VERDICT)
-            losses[k].append(run.test_loss)
-            tokens = task.batch("test", 4000, 8, s.seq_len, seed)[0]
-            lat[k].append(latency(run.model, tokens))
-            if k == BASELINE:
-                calib = task.batch("train", 10_000, 16, s.seq_len, seed)[0]
-                held = task.batch("test", 4100, 16, s.seq_len, seed)[0]
-                prune.append(prune_curve(run.model, calib, held, seed))
-    mean = {k: estimate(k, v).mean for k, v in losses.items()}
+
+    def timed(seed: int, name: str, run) -> None:
+        lat[name].append(latency(run.model, task.batch("test", 4000, 8, s.seq_len, seed)[0]))
+
+    losses = fit_variants(ctx, task, cfgs, "c6", in_verdict=lambda k: False, each=timed)
+    est = {k: estimate(k, v, "nats") for k, v in losses.items()}
+    mean = {k: e.mean for k, e in est.items()}
     params = {k: count_params(c) for k, c in cfgs.items()}
     flops = {k: sum(flops_per_token(c, s.seq_len).values()) for k, c in cfgs.items()}
     front = pareto({k: (params[k], mean[k]) for k in cfgs})
     front_flops = pareto({k: (flops[k], mean[k]) for k in cfgs})
+    front_lat = pareto({k: (estimate(k, lat[k]).mean, mean[k]) for k in cfgs})
     delta = lambda k: [a - b for a, b in zip(losses[k], losses[BASELINE])]  # noqa: E731
-    half = PRUNE.index(0.5)
-    prune_delta = [p["by activation"][half] - p["by activation"][0] for p in prune]
-    shared = estimate(CRITERION.quantity, delta("one shared FFN"), "nats")
-    ratio1 = estimate("ratio 1 minus baseline", delta("ratio 1"), "nats")
-    swiglu = estimate("swiglu minus baseline (matched params)", delta("swiglu (matched params)"), "nats")
-    pruned = estimate("pruning 50% of neurons by activation: loss increase", prune_delta, "nats")
-    wide = (estimate(f"{WIDE} minus baseline", delta(WIDE), "nats") if WIDE in losses else None)
-    est = [shared, *([wide] if wide else []), ratio1, swiglu, pruned,
-           estimate("pruning 50% of neurons at random: loss increase",
-                    [p["random"][half] - p["random"][0] for p in prune], "nats")]
-    verdict, reason = decide(CRITERION, shared, partial=(
-        pruned.mean < 0.05 or ratio1.mean < 0.05,
-        f"pruning half the neurons by activation costs {pruned.mean:.3f} nats and width ratio 1 costs "
-        f"{ratio1.mean:.3f} nats (partial condition: either below 0.05)"))
-    rows = [[k, params[k], flops[k] / 1e6, 1e3 * estimate(k, lat[k]).mean, mean[k],
-             estimate(k, losses[k]).ci_high - mean[k], "yes" if k in front else "", "yes" if k in front_flops else ""]
+    rows = [[k, params[k], flops[k] / 1e6, 1e3 * estimate(k, lat[k]).mean, mean[k], est[k].ci_low, est[k].ci_high,
+             " ".join(axis for axis, f in (("params", front), ("FLOPs", front_flops), ("latency", front_lat))
+                      if k in f)]
             for k in cfgs]
-    prune_rows = [[f, *[estimate("", [p[h][i] for p in prune]).mean for h in ("by activation", "random")]]
-                  for i, f in enumerate(PRUNE)]
+    errs = {k: est[k].ci_high - mean[k] for k in cfgs}
+
+    def scatter(title: str, x_label: str, x: dict[str, float], front_of: set[str], log_x: bool = True) -> Series:
+        return Series(title, x_label, "held-out loss (nats)", [Line(k, [x[k]], [mean[k]], [errs[k]]) for k in cfgs],
+                      kind="scatter", log_x=log_x, note="Pareto front: " + ", ".join(sorted(front_of)))
+
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
         method=f"{cfgs[BASELINE].n_layers}-layer decoders (d={cfgs[BASELINE].d_model}), one run per variant and "
-               f"seed; test loss; FLOPs per "
-               f"token at T={s.seq_len} from the accounting; latency = median forward of 8x{s.seq_len} tokens, "
-               "fp32, one thread. Pruning zeroes the lowest-|activation| neurons (scored on a training batch) "
-               "in every layer at once. " + training_method(ctx),
-        criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
-        tables=[Table("Variants", ["variant", "params", "MFLOP/token", "latency ms", "loss", "CI half-width",
-                                   "Pareto (params)", "Pareto (FLOPs)"], rows),
-                Table("Post-training pruning of the baseline", ["fraction pruned", "loss (by activation)",
-                                                                "loss (random)"], prune_rows)],
-        series=[Series("Held-out loss vs parameters", "parameters", "held-out loss (nats)",
-                       [Line(k, [float(params[k])], [mean[k]]) for k in cfgs], kind="scatter", log_x=True,
-                       note="Pareto frontier: " + ", ".join(sorted(front))),
-                Series("Held-out loss vs FLOPs per token", "FLOPs per token", "held-out loss (nats)",
-                       [Line(k, [flops[k]], [mean[k]]) for k in cfgs], kind="scatter", log_x=True),
-                Series("Held-out loss vs latency", "latency (ms)", "held-out loss (nats)",
-                       [Line(k, [1e3 * estimate(k, lat[k]).mean], [mean[k]]) for k in cfgs], kind="scatter"),
-                Series("Pruning the baseline's neurons", "fraction pruned", "held-out loss (nats)",
-                       [Line(h, list(PRUNE), [r[1 + i] for r in prune_rows]) for i, h in
-                        enumerate(("by activation", "random"))])],
-        anchors=[Anchor("Pires et al. 2023 (WMT22 En-De BLEU)",
-                        "baseline 35.6; one shared encoder FFN + no decoder FFN 35.3 (60% params); "
-                        "one wide shared FFN 36.5; no FFN 33.5",
-                        f"one shared FFN {shared.mean:+.3f} nats, "
-                        + (f"one wide shared FFN {wide.mean:+.3f} nats, " if wide else "") +
-                        f"no FFN {estimate('', delta('ratio 0 (no FFN)')).mean:+.3f} nats vs baseline"),
-                 Anchor("Shazeer 2020 (T5-base log-perplexity)", "SwiGLU 1.944 vs ReLU 1.997 at matched params",
-                        f"SwiGLU minus GELU MLP: {swiglu.mean:+.3f} nats")],
-        caveats=["Pruned neurons are zeroed, not removed: their latency is the dense model's.",
-                 "Tiny models, short training: which variant wins can change with scale.",
+               f"seed; test loss with its 95% interval over seeds; FLOPs per token at T={s.seq_len} from the "
+               f"accounting; latency = median forward of 8x{s.seq_len} tokens, fp32, on the study's threads. "
+               "A point is on a Pareto front when no other has both a lower cost and a lower loss. The verdicts "
+               "on shrinking, sharing, replacing and pruning are separate results of this claim. "
+               + training_method(ctx),
+        estimates=[estimate(f"{k} minus baseline", delta(k), "nats") for k in cfgs if k != BASELINE],
+        tables=[Table("Variants", ["variant", "params", "MFLOP/token", "latency ms", "loss", "95% CI low",
+                                   "95% CI high", "on the Pareto front of"], rows)],
+        series=[scatter("Held-out loss vs parameters", "parameters", {k: float(v) for k, v in params.items()}, front),
+                scatter("Held-out loss vs FLOPs per token", "FLOPs per token", flops, front_flops),
+                scatter("Held-out loss vs latency", "latency (ms)",
+                        {k: 1e3 * estimate(k, lat[k]).mean for k in cfgs}, front_lat, log_x=False)],
+        anchors=[Anchor("Shazeer 2020 (T5-base log-perplexity)", "SwiGLU 1.944 vs ReLU 1.997 at matched params",
+                        f"SwiGLU minus GELU MLP: {estimate('', delta('swiglu (matched params)')).mean:+.3f} nats "
+                        "(character-level nats, not T5 log-perplexity: compare signs)")],
+        caveats=["Tiny models, short training: which variant wins can change with scale.",
                  "MoE latency includes the per-expert dispatch loop, which dominates at this size."]
                 + ([f"Quick size: the frontier leaves out {', '.join(NOT_QUICK)} (run --full for all)."]
                    if thin else []),
         config={"models": {k: c.to_dict() for k, c in cfgs.items()}, "train": train_config(ctx, 0).to_dict(),
-                "losses": losses, "latency": lat, "prune": prune},
+                "losses": losses, "latency": lat},
     )

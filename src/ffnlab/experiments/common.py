@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +272,25 @@ def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name
                      exempt, in_verdict)
     ctx.trained.append(quality)
     return Fitted(run.model, quality, run)
+
+
+def fit_variants(ctx: Context, task, cfgs: dict[str, ModelConfig], prefix: str,
+                 in_verdict: Callable[[str], bool] = lambda name: True, exempt: Callable[[str], str] = lambda name: "",
+                 each: Callable[[int, str, Fitted], None] | None = None) -> dict[str, list[float]]:
+    """The seed x variant sweep: every variant of `cfgs` fitted for every seed of `ctx` (trained ahead
+    when cores are idle, reused from the store when done before), its test loss per seed, and
+    `each(seed, name, fitted)` for whatever an experiment measures on the trained model."""
+    jobs = [(seed, name) for seed in ctx.seeds for name in cfgs]
+    train_ahead(ctx, task, [(cfgs[n], train_config(ctx, seed), f"{prefix} {n} s{seed}") for seed, n in jobs])
+    losses: dict[str, list[float]] = {name: [] for name in cfgs}
+    with few_threads():
+        for seed, name in progress_bar(jobs, ctx, prefix):
+            run = fit(ctx, cfgs[name], train_config(ctx, seed), task, f"{prefix} {name} s{seed}",
+                      exempt=exempt(name), in_verdict=in_verdict(name))
+            losses[name].append(run.test_loss)
+            if each is not None:
+                each(seed, name, run)
+    return losses
 
 
 @contextlib.contextmanager
