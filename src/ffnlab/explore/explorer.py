@@ -214,12 +214,15 @@ class Explorer:
         qs = [0.01, 0.5, 0.99]
         quant = s.quantiles(qs)[neuron].tolist()
         edges = s.edges.tolist() if s.edges is not None else [0.0, 1.0]
+        counts = s.hist[neuron].tolist()
+        used = [i for i, c in enumerate(counts) if c] or [0]
+        lo, hi = used[0], used[-1] + 1  # why: the stored range is twice the first batch's; most bins are empty
         mine = [a for a in stored.stored_ablations(self.root, self.name) if (layer, neuron) in a.group]
         return NeuronView(
             layer, neuron, float(s.mean[neuron]), float(s.var[neuron]) ** 0.5, float(s.sparsity[neuron]),
             {f"p{round(100 * q)}": v for q, v in zip(qs, quant)},
             [self.trigger(int(i), float(v)) for v, i in zip(s.top_values[neuron].tolist(), s.top_index[neuron].tolist())],
-            Histogram("activation", edges, s.hist[neuron].tolist()),
+            Histogram("activation", edges[lo:hi + 1], counts[lo:hi]),
             [(decode([t]), float(x)) for t, x in zip(up.tolist(), up_s.tolist())],
             [(decode([t]), float(x)) for t, x in zip(down.tolist(), down_s.tolist())],
             self.similar_by_value(layer, neuron, n_similar), self.similar_by_triggers(layer, neuron, n_similar),

@@ -87,7 +87,12 @@ def _token(text: str) -> str:
 
 _ENV = Environment(loader=PackageLoader("ffnlab.explore", "templates"), autoescape=select_autoescape(["html"]),
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_ENV.filters.update(num=_num, pct=_pct, token=_token, hist=histogram_svg)
+def _oneline(text: str) -> str:
+    """Context text on one line (as `ffnlab neuron` prints it): line breaks shown as ⏎."""
+    return text.replace("\n", "⏎")
+
+
+_ENV.filters.update(num=_num, pct=_pct, token=_token, hist=histogram_svg, oneline=_oneline)
 
 
 def render(template: str, ex: Explorer, links: Links, **context: object) -> str:
