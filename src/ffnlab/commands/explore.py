@@ -88,5 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
         webbrowser.open(url)
     server = uvicorn.Server(uvicorn.Config(build_app(ex), log_level="warning", access_log=False))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # why: uvicorn shuts down cleanly, then re-raises the signal; Ctrl-C is how a
+        pass                   # server is meant to stop, not an interruption of work
+    print("ffnlab explore: stopped")
     return 0
