@@ -77,6 +77,12 @@ def test_overview_layer_and_neuron_pages(browser, server, explorer):
             f"{' '.join(r.suppresses)}".lower()]
     assert 5 in visible and sorted(visible) == want
     browser.screenshot(ARTIFACTS / "explore-layer-search.png")
+    # search by statistics: active on more than half of the tokens, with a negative top activation
+    browser.eval("const t = document.getElementById('search'); t.value = 'active>50 top<0'; "
+                 "t.dispatchEvent(new Event('input'))")
+    visible = browser.eval("[...document.querySelectorAll('#neurons tbody tr')].filter(r => !r.hidden).map(r => +r.dataset.index)")
+    assert sorted(visible) == [r.index for r in view.rows if 100 * r.active > 50 and r.top < 0]
+    assert browser.eval("document.getElementById('shown').textContent") == f"{len(visible)} shown"
     visit(browser, server + "/neuron/1/5", "neuron")
     assert browser.eval("document.querySelectorAll('#triggers mark').length") == explorer.stats.cfg.k
     used = explorer.stats.layers[1].hist[5].nonzero().flatten().tolist()  # bins from the first to the last used

@@ -7,9 +7,10 @@ show of them (overview, layer, neuron), computed from the statistics and the mod
     ex.neuron(3, 17)                         # triggers, histogram, value tokens, similar neurons
 
 Statistics are read once; a layer's value tokens (its F value vectors read through the model's final
-norm and head, Geva et al. 2022) are computed the first time a page needs them and kept. Everything
-that runs the model holds `lock`: hooks are registered on the shared model, so two requests must not
-run it at once.
+norm and head, Geva et al. 2022) are computed the first time a page needs them and kept. Every forward
+pass that hooks the model holds `lock`: hooks are registered on the shared model, so two such requests
+must not run at once. Reading weights and `unembed` (final norm and head, never hooked here) need no lock,
+so neuron pages are not held up behind prompts.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class Explorer:
         self.stats, self.stats_dir, self.root = stats, stats_dir, root
         self.n_layers = self.model.n_layers
         self.widths = [int(self.model.ffn_values(i).shape[0]) for i in range(self.n_layers)]
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # forward passes with hooks
+        self._cache_lock = threading.Lock()  # lazily filled caches, each filled once
         self._values: dict[int, ValueTokens] = {}
         self._unit_values: dict[int, Tensor] = {}
         self._trigger_index: tuple[np.ndarray, np.ndarray] | None = None
@@ -174,7 +176,7 @@ class Explorer:
     # -- layer -----------------------------------------------------------------------------------
     def value_tokens(self, layer: int) -> ValueTokens:
         """Every neuron's top promoted and suppressed tokens in `layer` (computed once)."""
-        with self.lock:
+        with self._cache_lock:
             if layer not in self._values:
                 self._values[layer] = layer_value_tokens(self.model, layer, k=VALUE_K)
             return self._values[layer]
@@ -204,8 +206,7 @@ class Explorer:
         stats = self.need_stats()
         s = stats.layers[layer]
         sign = torch.sign(s.top_values[neuron, :1])
-        with self.lock:
-            vt = value_tokens(value_logits(self.model, layer, [neuron]), k=VALUE_K)
+        vt = value_tokens(value_logits(self.model, layer, [neuron]), k=VALUE_K)
         if float(sign) < 0:  # a negative coefficient adds -|m| v: read the value with its sign flipped
             up, up_s, down, down_s = vt.bottom[0], -vt.bottom_scores[0], vt.top[0], -vt.top_scores[0]
         else:
@@ -238,7 +239,7 @@ class Explorer:
 
     def unit_values(self, layer: int) -> Tensor:
         """The layer's value vectors scaled to unit length (F, D), on the CPU."""
-        with self.lock:
+        with self._cache_lock:
             if layer not in self._unit_values:
                 v = self.model.ffn_values(layer).detach().float().cpu()
                 self._unit_values[layer] = v / v.norm(dim=1, keepdim=True).clamp(min=1e-12)
@@ -255,7 +256,7 @@ class Explorer:
     def similar_by_triggers(self, layer: int, neuron: int, n: int) -> list[Similar]:
         """The neurons of any layer that share the most top-trigger tokens (the same stream positions)."""
         stats = self.need_stats()
-        with self.lock:
+        with self._cache_lock:
             if self._trigger_index is None:
                 flat = torch.cat([s.top_index.flatten() for s in stats.layers]).numpy()
                 order = np.argsort(flat, kind="stable")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from ffnlab.errors import FFNLabError
 from ffnlab.explore import pages
 from ffnlab.explore.app import STATIC
 from ffnlab.explore.explorer import Explorer
-from ffnlab.results import atomic_write_text, code_version
+from ffnlab.results import atomic_dir, atomic_write_text, code_version
 
 MARK = "explore.json"  # what makes a directory an explorer export
 
@@ -34,10 +33,7 @@ def export_static(ex: Explorer, out: str | Path, neurons: list[tuple[int, int]] 
         ex.check_neuron(layer, neuron)
     picks = sorted(set(neurons) | set(ex.export_picks(per_layer)))
     links = pages.Links(served=False, exported=frozenset(picks))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    old = out.parent / f".{out.name}.old"
-    try:
+    with atomic_dir(out) as tmp:
         shutil.copytree(STATIC, tmp / "static")
         bar = tqdm(total=1 + ex.n_layers + len(picks), unit="page", desc="export", disable=not progress)
         atomic_write_text(tmp / "index.html", pages.overview(ex, links))
@@ -52,12 +48,4 @@ def export_static(ex: Explorer, out: str | Path, neurons: list[tuple[int, int]] 
         atomic_write_text(tmp / MARK, json.dumps({"model": ex.name, "stats": str(ex.stats_dir),
                                                  "tokens": ex.stats.count, "neurons": picks,
                                                  "code_version": code_version()}, indent=1))
-        tmp.chmod(0o755)  # mkdtemp makes it private; an export is for sharing
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

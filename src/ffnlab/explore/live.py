@@ -92,24 +92,31 @@ def analyse(ex: Explorer, text: str, position: int | None = None) -> PromptView:
         raise FFNLabError(f"position {pos} out of range; the prompt has positions 0..{len(ids) - 1}")
     model, n = ex.model, ex.n_layers
     names = [f"blocks.{i}.{site}" for i in range(n) for site in ("hook_resid_mid", "ffn.hook_post", "hook_resid_post")]
-    with ex.lock, torch.inference_mode():
-        with capture(model, names) as cache:
-            logits = model(torch.tensor([ids], device=module_device(model)))
-        layers, weights = [], []
+    with ex.lock, torch.inference_mode(), capture(model, names) as cache:
+        logits = model(torch.tensor([ids], device=module_device(model)))
+    with torch.inference_mode():  # the rest reads weights and the head only: no hooks, no lock
+        picks, rows, weights = [], [], []
         for i in range(n):
             values = model.ffn_values(i)
             m = cache[f"blocks.{i}.ffn.hook_post"][0].float()  # (T, F)
             w = m.abs() * values.float().norm(dim=1)  # (T, F)
             weights.append(w.cpu())
             order = w[pos].topk(min(SUB_K, w.shape[1])).indices
-            sign = torch.sign(m[pos, order])
-            proj = model.unembed(values[order][None]).float()[0] * sign[:, None]  # (SUB_K, V)
-            subs = [SubUpdateRow(int(f), float(m[pos, f]), float(w[pos, f]),
-                                 [ex.opened.decode([int(t)]) for t in proj[j].topk(SUB_TOKENS).indices])
-                    for j, f in enumerate(order.tolist())]
-            lens = model.unembed(torch.stack([cache[f"blocks.{i}.hook_resid_mid"][0, pos],
-                                              cache[f"blocks.{i}.hook_resid_post"][0, pos]])[None])[0]
-            layers.append(LayerAtPosition(i, _top_tokens(ex, lens[0], LENS_K), _top_tokens(ex, lens[1], LENS_K), subs))
+            picks.append((order, m[pos, order], w[pos, order]))
+            rows += [values[order], cache[f"blocks.{i}.hook_resid_mid"][0, pos:pos + 1],
+                     cache[f"blocks.{i}.hook_resid_post"][0, pos:pos + 1]]
+        # why: one call through the head for every layer's sub-updates and lens rows; the head's weights are
+        # read once instead of twice a layer (SmolLM2: 60 calls took 1.3 s, one takes 0.4 s)
+        read = model.unembed(torch.cat(rows)[None]).float()[0]  # (n * (SUB_K + 2), V)
+        layers, at = [], 0
+        for i, (order, coef, weight) in enumerate(picks):
+            proj = read[at:at + len(order)] * torch.sign(coef)[:, None]  # what sign(m) v promotes
+            before, after = read[at + len(order)], read[at + len(order) + 1]
+            at += len(order) + 2
+            subs = [SubUpdateRow(int(f), float(c), float(wt), [ex.opened.decode([int(t)])
+                                                                for t in proj[j].topk(SUB_TOKENS).indices])
+                    for j, (f, c, wt) in enumerate(zip(order.tolist(), coef.tolist(), weight.tolist()))]
+            layers.append(LayerAtPosition(i, _top_tokens(ex, before, LENS_K), _top_tokens(ex, after, LENS_K), subs))
     per_pos = []  # each layer's best PER_POSITION at every position, merged (layers may differ in width)
     tops = [w.topk(min(PER_POSITION, w.shape[1]), dim=1) for w in weights]
     for t in range(len(ids)):

@@ -31,11 +31,20 @@ function setupTable() {
     th.classList.add(dir);
   }
 
+  // a word like `active>50`, `top<-2` or `mean>=0.1` compares a statistic (active in %); other words are text
+  const COMPARE = /^(mean|std|active|top)(<=|>=|<|>)(-?[\d.]+(?:e-?\d+)?)$/;
+  function test(r, w) {
+    const m = COMPARE.exec(w);
+    if (!m) return r.dataset.search.includes(w);
+    const v = parseFloat(r.dataset[m[1]]) * (m[1] === "active" ? 100 : 1), x = parseFloat(m[3]);
+    return {"<": v < x, ">": v > x, "<=": v <= x, ">=": v >= x}[m[2]];
+  }
+
   function filter(q) {
     const words = q.toLowerCase().split(/\s+/).filter(Boolean);
     let n = 0;
     for (const r of rows) {
-      const hit = words.every(w => r.dataset.search.includes(w));
+      const hit = words.every(w => test(r, w));
       r.hidden = !hit;
       n += hit;
     }
