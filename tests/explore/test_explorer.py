@@ -202,3 +202,33 @@ def test_statistics_of_another_model_are_refused(explorer, tmp_path):
     where = stats.save(tmp_path / "foreign", {"model": "gpt2"})
     with pytest.raises(FFNLabError, match="were made by 'gpt2', not 'run'"):
         Explorer(explorer.opened, NeuronStats.load(where), where, tmp_path)
+
+
+def test_a_stored_knowledge_neuron_ablation_shows_on_its_neurons_pages(explorer, tmp_path):
+    from ffnlab.explore import pages
+    from ffnlab.explore.explorer import Explorer
+    from ffnlab.results import Result
+
+    effect = {"p": 0.5, "suppress": -0.3, "amplify": 0.25, "random_suppress": -0.01, "random_amplify": 0.0,
+              "neurons": [[1, 5], [0, 7]]}
+    for model, mode in (("run", "quick"), ("gpt2", "full")):  # another model's result is not this neuron's
+        Result("c7-fact-tracing", "C7", "", 1, mode, "", extra={"facts": [f"{model} fact"], "attribution": [effect]},
+               config={"model": model}).save(tmp_path / "experiments" / f"c7-fact-tracing-{mode}.json")
+    ex = Explorer(explorer.opened, explorer.stats, explorer.stats_dir, tmp_path)
+    (a,) = ex.neuron(1, 5).ablations
+    assert (a.fact, a.group, a.suppress, a.amplify) == ("run fact", [(1, 5), (0, 7)], -0.3, 0.25)
+    assert ex.neuron(0, 7).ablations == [a] and ex.neuron(1, 6).ablations == []
+    html = pages.neuron(ex, pages.Links(served=True), 0, 7)
+    assert "run fact" in html and "-30.0%" in html and "+25.0%" in html and 'href="/neuron/1/5"' in html
+
+
+def test_without_statistics_the_overview_says_what_to_run(explorer, tmp_path):
+    from ffnlab.explore import pages
+    from ffnlab.explore.explorer import Explorer
+
+    ex = Explorer(explorer.opened, None, None, tmp_path)
+    html = pages.overview(ex, pages.Links(served=True))
+    assert "No neuron statistics for run yet: run <code>ffnlab memories run</code>" in html
+    with pytest.raises(FFNLabError, match="no neuron statistics for 'run'.*run `ffnlab memories run` first"):
+        ex.layer(0)
+    assert live.analyse(ex, PROMPT).layers  # prompts need no statistics
