@@ -232,3 +232,20 @@ def test_without_statistics_the_overview_says_what_to_run(explorer, tmp_path):
     with pytest.raises(FFNLabError, match="no neuron statistics for 'run'.*run `ffnlab memories run` first"):
         ex.layer(0)
     assert live.analyse(ex, PROMPT).layers  # prompts need no statistics
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_explorer_shows_what_it_shows_on_the_cpu(tiny, explorer):
+    from ffnlab.explore.explorer import Explorer
+
+    run, results = tiny
+    gpu = Explorer.open(str(run), results=results, device="cuda", progress=False)
+    a, b = live.analyse(explorer, PROMPT), live.analyse(gpu, PROMPT)
+    assert [q for _, q in b.output] == pytest.approx([q for _, q in a.output], abs=1e-4)
+    assert [[s.coefficient for s in row.sub_updates] for row in b.layers] == pytest.approx(
+        [[s.coefficient for s in row.sub_updates] for row in a.layers], abs=1e-4)
+    iv = "1:3,1:5"
+    assert live.intervene(gpu, PROMPT, live.Intervention.parse(gpu, off=iv, ffns="0")).kl == pytest.approx(
+        live.intervene(explorer, PROMPT, live.Intervention.parse(explorer, off=iv, ffns="0")).kl, rel=1e-3, abs=1e-6)
+    assert [s for _, s in gpu.neuron(1, 5).promotes] == pytest.approx([s for _, s in explorer.neuron(1, 5).promotes],
+                                                                     abs=1e-4)
