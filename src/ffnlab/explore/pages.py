@@ -80,9 +80,12 @@ def _pct(x: float | None, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
+VISIBLE = str.maketrans({" ": "␣", "\n": "⏎", "\r": "␍", "\t": "⇥"})
+
+
 def _token(text: str) -> str:
-    """A token as shown: spaces and line breaks made visible, so '␣the' and 'the' differ on screen."""
-    return text.replace(" ", "␣").replace("\n", "⏎") or "∅"
+    """A token as shown: spaces, line breaks and tabs made visible, so '␣the' and 'the' differ on screen."""
+    return text.translate(VISIBLE) or "∅"
 
 
 _ENV = Environment(loader=PackageLoader("ffnlab.explore", "templates"), autoescape=select_autoescape(["html"]),

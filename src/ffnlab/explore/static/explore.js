@@ -1,7 +1,10 @@
 // ffnlab explore: sorting and searching a layer's neurons; live interventions. No network access beyond the app's own API.
 "use strict";
 
-function token(t) { return t.replace(/ /g, "␣").replace(/\n/g, "⏎") || "∅"; }
+// as the pages show a token (pages.py VISIBLE): spaces, line breaks and tabs made visible
+function token(t) {
+  return t.replace(/ /g, "␣").replace(/\n/g, "⏎").replace(/\r/g, "␍").replace(/\t/g, "⇥") || "∅";
+}
 
 function setupTable() {
   const table = document.getElementById("neurons");
