@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import urllib.error
 import urllib.request
@@ -249,3 +250,37 @@ def test_on_cuda_the_explorer_shows_what_it_shows_on_the_cpu(tiny, explorer):
         live.intervene(explorer, PROMPT, live.Intervention.parse(explorer, off=iv, ffns="0")).kl, rel=1e-3, abs=1e-6)
     assert [s for _, s in gpu.neuron(1, 5).promotes] == pytest.approx([s for _, s in explorer.neuron(1, 5).promotes],
                                                                      abs=1e-4)
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+neurons = st.tuples(st.integers(0, 1), st.integers(0, 255))
+
+
+@pytest.mark.fuzz
+@given(st.lists(neurons, max_size=5), st.lists(st.tuples(st.integers(0, 1), st.integers(0, 255),
+                                                        st.floats(-100, 100).map(lambda f: float(f"{f:g}"))),
+                                              max_size=5), st.lists(st.integers(0, 1), max_size=2))
+def test_an_intervention_reads_back_from_its_url(explorer, off, scaled, ffns):
+    iv = live.Intervention(tuple(off), tuple(scaled), tuple(ffns))
+    q = iv.query()
+    assert live.Intervention.parse(explorer, q.get("off", ""), q.get("scale", ""), q.get("ffn", "")) == iv
+
+
+@pytest.mark.fuzz
+@given(st.text(max_size=30), st.text(max_size=30), st.text(max_size=12))
+def test_any_intervention_text_parses_or_is_refused_in_one_line(explorer, off, scaled, ffns):
+    try:  # anything else than FFNLabError escaping is a failure
+        iv = live.Intervention.parse(explorer, off, scaled, ffns)
+    except FFNLabError:
+        return
+    assert all(0 <= layer < 2 and 0 <= n < 256 for layer, n in iv.off + tuple(s[:2] for s in iv.scaled))
+    assert all(math.isfinite(f) and abs(f) <= 100 for *_, f in iv.scaled) and all(0 <= f < 2 for f in iv.ffns)
+
+
+def test_unicode_digits_are_not_indices(explorer, server):
+    with pytest.raises(FFNLabError, match="off item '1:²' is not LAYER:NEURON"):
+        live.Intervention.parse(explorer, off="1:²")
+    code, html, _ = get(server + "/layer/%C2%B2")  # '²'
+    assert code == 400 and "layer must be a non-negative integer, got '²'" in unescape(html)

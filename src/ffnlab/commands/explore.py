@@ -31,16 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device_option(p)
 
 
-def parse_neurons(text: str) -> list[tuple[int, int]]:
-    out = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        layer, _, neuron = item.partition(":")
-        if not (layer.isdigit() and neuron.isdigit()):
-            raise FFNLabError(f"--neurons item {item!r} is not LAYER:NEURON (e.g. 3:17,5:120)")
-        out.append((int(layer), int(neuron)))
-    return out
-
-
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port), or a one-line error saying why not."""
     if not 0 <= port <= 65535:
@@ -59,8 +49,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 def run(args: argparse.Namespace) -> int:
     from ffnlab.explore import Explorer, build_app, export_static
+    from ffnlab.explore.live import indices
 
-    neurons = parse_neurons(args.neurons)
+    neurons = [indices(item, 2, "--neurons", "LAYER:NEURON (e.g. 3:17,5:120)")
+               for item in filter(None, (part.strip() for part in args.neurons.split(",")))]
     if neurons and args.export is None:
         raise FFNLabError("--neurons chooses what --export writes; pass --export DIR too")
     if args.per_layer < 0:

@@ -39,7 +39,7 @@ log = logging.getLogger("ffnlab.explore")
 
 def index(text: str, what: str) -> int:
     """A path parameter as a non-negative integer, or a one-line error."""
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise FFNLabError(f"{what} must be a non-negative integer, got {text[:40]!r}")
     return int(text)
 

@@ -142,13 +142,13 @@ class Intervention:
     @classmethod
     def parse(cls, ex: Explorer, off: str = "", scaled: str = "", ffns: str = "") -> Intervention:
         """From URL parameters: off=`L:N,L:N`, scale=`L:N:FACTOR,...`, ffn=`L,L`."""
-        offs = tuple(_ints(item, 2, "off", "LAYER:NEURON") for item in _items(off))
+        offs = tuple(indices(item, 2, "off", "LAYER:NEURON") for item in _items(off))
         scales = []
         for item in _items(scaled):
             parts = item.split(":")
             if len(parts) != 3:
                 raise FFNLabError(f"scale item {item!r} is not LAYER:NEURON:FACTOR (e.g. 3:17:2.5)")
-            layer, neuron = _ints(":".join(parts[:2]), 2, "scale", "LAYER:NEURON:FACTOR")
+            layer, neuron = indices(":".join(parts[:2]), 2, "scale", "LAYER:NEURON:FACTOR")
             try:
                 factor = float(parts[2])
             except ValueError:
@@ -157,7 +157,7 @@ class Intervention:
                 raise FFNLabError(f"scale factor {parts[2]!r} must be a number between -{MAX_FACTOR:g} and "
                                   f"{MAX_FACTOR:g}")
             scales.append((layer, neuron, factor))
-        layers = tuple(_ints(item, 1, "ffn", "LAYER")[0] for item in _items(ffns))
+        layers = tuple(indices(item, 1, "ffn", "LAYER")[0] for item in _items(ffns))
         iv = cls(offs, tuple(scales), layers)
         count = len(offs) + len(scales) + len(layers)
         if count > MAX_INTERVENTIONS:
@@ -194,9 +194,10 @@ def _items(text: str) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 
 
-def _ints(item: str, n: int, what: str, form: str) -> tuple[int, ...]:
-    parts = item.split(":")
-    if len(parts) != n or not all(p.strip().isdigit() for p in parts):
+def indices(item: str, n: int, what: str, form: str) -> tuple[int, ...]:
+    """`item` as n colon-separated non-negative integers (ASCII digits: '²'.isdigit() holds too)."""
+    parts = [p.strip() for p in item.split(":")]
+    if len(parts) != n or not all(p.isascii() and p.isdigit() and len(p) <= 9 for p in parts):
         raise FFNLabError(f"{what} item {item!r} is not {form} with non-negative integers")
     return tuple(int(p) for p in parts)
 
