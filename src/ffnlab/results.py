@@ -11,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +194,33 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def previous_dir(out: Path) -> Path:
+    """Where `atomic_dir` keeps the previous `out` between its two renames."""
+    return out.parent / f".{out.name}.old"
+
+
+@contextmanager
+def atomic_dir(out: str | Path) -> Iterator[Path]:
+    """Fill the yielded temporary directory beside `out`; on success it is renamed into place, so a kill leaves
+    the old whole set (at `out`, or at `previous_dir(out)` between the two renames) or the new one, never a mix."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    old = previous_dir(out)
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; results are ordinary directories
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed write
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def code_version() -> str:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import ctypes
 import io
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from torch import Tensor
 from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError
 from ffnlab.model.hooks import Hooked, capture
-from ffnlab.results import atomic_write_bytes, atomic_write_text
+from ffnlab.results import atomic_dir, atomic_write_bytes, atomic_write_text, previous_dir
 
 
 @dataclass(frozen=True)
@@ -251,10 +249,7 @@ class NeuronStats:
             raise FFNLabError(f"{str(out)!r} is a file; neuron statistics go in a directory")
         if out.is_dir() and not (out / "meta.json").exists() and any(out.iterdir()):
             raise FFNLabError(f"{str(out)!r} holds files that are not neuron statistics; choose another directory")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-        old = _old(out)
-        try:
+        with atomic_dir(out) as tmp:
             for i, layer in enumerate(self.layers):
                 atomic_write_bytes(tmp / f"layer_{i:02d}.npz", layer.to_npz())
             buf = io.BytesIO()
@@ -263,23 +258,13 @@ class NeuronStats:
             info = {"config": asdict(self.cfg), "n_layers": len(self.layers), "count": self.count,
                     "seq_len": self.seq_len, "n_neurons": [layer.n_neurons for layer in self.layers], **(meta or {})}
             atomic_write_text(tmp / "meta.json", json.dumps(info, indent=1))
-            tmp.chmod(0o755)  # mkdtemp makes it private; statistics are an ordinary directory
-            if out.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed save
-            shutil.rmtree(stale, ignore_errors=True)
         return out
 
     @staticmethod
     def saved(out: str | Path) -> Path | None:
         """The directory holding the statistics saved to `out`: `out`, or the previous set if a save
         was killed between its two renames; None if there are none."""
-        for d in (Path(out), _old(Path(out))):
+        for d in (Path(out), previous_dir(Path(out))):
             if (d / "meta.json").is_file():
                 return d
         return None
@@ -305,10 +290,6 @@ class NeuronStats:
             raise FFNLabError(f"damaged neuron statistics in {str(found)!r}: layers hold different token counts "
                               f"{counts} (meta.json: {info['count']}); delete the directory and run again")
         return stats
-
-
-def _old(out: Path) -> Path:
-    return out.parent / f".{out.name}.old"
 
 
 def windows(tokens: Tensor, seq_len: int, batch_size: int, first: int = 0) -> Iterator[tuple[Tensor, Tensor]]:

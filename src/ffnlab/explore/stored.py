@@ -1,0 +1,126 @@
+"""What the explorer reads from disk, read-only: neuron statistics, and results other commands stored.
+
+    find_stats        the newest `ffnlab memories` statistics of a model (or the directory given)
+    check_stats       refuse statistics that were made by another model (a stale or foreign set)
+    stored_agreement  key-value agreement per layer, from the `memories` run that wrote the statistics
+    stored_ladder     the replacement-ladder results of a model, when `ffnlab ladder` has stored them
+    stored_ablations  knowledge-neuron suppress / amplify effects stored by the c7-fact-tracing experiment
+
+Each reader returns None (or an empty list) when nothing is stored; the pages then say what to run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ffnlab.analysis.neurons import NeuronStats
+from ffnlab.errors import FFNLabError
+from ffnlab.results import Result
+
+
+def find_stats(root: Path, name: str, given: str | Path | None = None) -> Path | None:
+    """`given`, else the newest `root/neurons/NAME-*` holding statistics; None when there are none."""
+    if given is not None:
+        found = NeuronStats.saved(given)
+        if found is None:
+            raise FFNLabError(f"{str(given)!r} holds no neuron statistics (no meta.json); "
+                              f"run `ffnlab memories {name}` first or pass another --stats")
+        return found
+    dirs = sorted((root / "neurons").glob(f"{name}-*/meta.json"), key=lambda p: p.stat().st_mtime)
+    return dirs[-1].parent if dirs else None
+
+
+def check_stats(stats: NeuronStats, where: Path, name: str, widths: list[int], vocab_size: int) -> None:
+    """The statistics were made by this model: same name, layers, widths and a vocabulary they fit in."""
+    meta = json.loads((where / "meta.json").read_text())
+    made_by = meta.get("model")
+    if made_by is not None and made_by != name:
+        raise FFNLabError(f"the statistics in {str(where)!r} were made by {made_by!r}, not {name!r}; "
+                          f"run `ffnlab memories {name}` or pass its --stats")
+    got = [layer.n_neurons for layer in stats.layers]
+    if got != widths:
+        raise FFNLabError(f"the statistics in {str(where)!r} have {len(got)} layers of widths {sorted(set(got))}, "
+                          f"{name} has {len(widths)} of {sorted(set(widths))}; run `ffnlab memories {name}` again")
+    if len(stats.tokens) and int(stats.tokens.max()) >= vocab_size:
+        raise FFNLabError(f"the statistics in {str(where)!r} hold token ids beyond {name}'s vocabulary "
+                          f"({vocab_size}); they were made with another tokenizer")
+
+
+def stored_agreement(root: Path, stats_dir: Path) -> list[float] | None:
+    """Per layer, the key-value agreement the `memories` run that wrote `stats_dir` recorded."""
+    from ffnlab.store import Store
+
+    if not (root / "ffnlab.db").is_file():
+        return None
+    store = Store(root, readonly=True)
+    target = stats_dir.resolve()
+    for run in store.runs(kind="memories", status="finished"):
+        if store.artifacts(run.id).get("neurons") == target:
+            agree = run.summary.get("agree_by_layer")
+            return [float(a) for a in agree] if isinstance(agree, list) else None
+    return None
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Replacement-ladder results: per layer, one value per rung (e.g. loss increase when the FFN is
+    replaced by that rung), as `ffnlab ladder` stores them."""
+
+    rungs: list[str]
+    by_layer: dict[int, dict[str, float]]
+    source: Path
+
+
+def ladder_path(root: Path, name: str) -> Path:
+    return root / "ladder" / f"{name}.json"
+
+
+def stored_ladder(root: Path, name: str) -> Ladder | None:
+    """The ladder of `name`, read from `root/ladder/NAME.json`: {"rungs": [...], "layers": [{"layer": i,
+    RUNG: value, ...}]}. Kept to this one function so that it follows the ladder's format when it lands."""
+    path = ladder_path(root, name)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        rungs = [str(r) for r in data["rungs"]]
+        by_layer = {int(row["layer"]): {r: float(row[r]) for r in rungs if r in row} for row in data["layers"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FFNLabError(f"damaged ladder results in {str(path)!r}: {type(err).__name__}: {err}") from None
+    return Ladder(rungs, by_layer, path)
+
+
+@dataclass(frozen=True)
+class StoredAblation:
+    """A fact for whose answer integrated gradients picked this neuron (with others), and what switching
+    that group off (x0) or doubling it (x2) did to p(answer), against as many random neurons."""
+
+    fact: str
+    group: list[tuple[int, int]]
+    p: float
+    suppress: float
+    amplify: float
+    random_suppress: float
+    source: str
+
+
+def stored_ablations(root: Path, name: str) -> list[StoredAblation]:
+    """Every stored c7-fact-tracing result of model `name` (quick or full), as one row per attributed fact."""
+    out = []
+    for path in sorted((root / "experiments").glob("c7-fact-tracing-*.json")):
+        try:
+            result = Result.load(path)
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # an unreadable result is the report's to flag; here it is simply not shown
+        if result.config.get("model") != name:
+            continue
+        facts: list[Any] = result.extra.get("facts", [])
+        for i, eff in enumerate(result.extra.get("attribution", [])):
+            group = [(int(layer), int(n)) for layer, n in eff.get("neurons", [])]
+            out.append(StoredAblation(facts[i] if i < len(facts) else f"fact {i}", group, float(eff["p"]),
+                                      float(eff["suppress"]), float(eff["amplify"]),
+                                      float(eff["random_suppress"]), path.name))
+    return out
