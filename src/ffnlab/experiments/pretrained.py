@@ -70,16 +70,11 @@ def passages(model: PretrainedModel, ctx: Context, n: int, length: int, seed: in
 
 
 # -- C5: accounting --------------------------------------------------------------------------
-def _meta_adapter(kind: str, cfg) -> PretrainedModel:
-    """An adapter over a model built on the meta device: exact shapes, no weights."""
-    import transformers as tf
+def _meta_adapter(cfg, label: str) -> PretrainedModel:
+    """An adapter over `cfg`'s model (headless for encoders) on the meta device: exact shapes, no weights."""
+    from ffnlab.pretrained import meta_model
 
-    from ffnlab.pretrained import ADAPTERS
-
-    cls = {"bert": tf.BertModel, "gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM}[kind]
-    with torch.device("meta"):
-        hf = cls(cfg)
-    return ADAPTERS[kind](hf, None, {"name": kind})
+    return meta_model(cfg, names=[], name=label)
 
 
 PUBLISHED = {  # STUDY.md, "Parameter shares"
@@ -97,8 +92,8 @@ def pretrained_accounting(ctx: Context) -> Result:
     minilm = load(MINILM, verify=False, progress=ctx.progress, device=ctx.device)
     smol = load(SMOLLM2, verify=False, progress=ctx.progress, device=ctx.device)
     models = {
-        "BERT-base": _meta_adapter("bert", tf.BertConfig()),  # the default config is BERT-base
-        "GPT-2 small": _meta_adapter("gpt2", tf.GPT2Config()),  # ... and GPT-2 small
+        "BERT-base": _meta_adapter(tf.BertConfig(), "BERT-base"),  # the default config is BERT-base
+        "GPT-2 small": _meta_adapter(tf.GPT2Config(), "GPT-2 small"),  # ... and GPT-2 small
         "SmolLM2-135M": smol,
         "all-MiniLM-L6-v2": minilm,
     }
@@ -225,11 +220,9 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
 def pretrained_rank_collapse(ctx: Context) -> Result:
     from transformers import BertModel
 
-    from ffnlab.pretrained import ADAPTERS
-
     trained = load(MINILM, progress=ctx.progress, device=ctx.device)
     torch.manual_seed(0)
-    init = ADAPTERS["bert"](BertModel(trained.hf.config), None, {"name": "MiniLM at initialisation"}).eval()
+    init = PretrainedModel(BertModel(trained.hf.config), None, {"name": "MiniLM at initialisation"}).eval()
     profiles = {}
     for label, model in (("trained", trained), ("init", init)):
         for seed in ctx.seeds:
