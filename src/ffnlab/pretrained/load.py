@@ -24,7 +24,7 @@ import torch
 from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.pretrained.base import PretrainedModel
-from ffnlab.pretrained.families import family_of, supported_types
+from ffnlab.pretrained.families import check_gguf_architecture, family_of, supported_types
 from ffnlab.pretrained.sources import PACKAGED, cached, converted, gguf_info, packaged_path, resolve
 
 # every supported HF model_type -> the adapter (one class, driven by the family's spec)
@@ -214,6 +214,7 @@ def open_meta(source: str | os.PathLike) -> tuple[dict, PretrainedModel]:
                     raise FFNLabError(f"{path}: expected a checkpoint directory or a .gguf file")
                 done = cached(path)
                 info = done[1] if done else gguf_info(path)
+                check_gguf_architecture(info["architecture"])
                 hf_cfg = AutoConfig.from_pretrained(done[0]) if done else \
                     AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
                 row["weights"] = f"GGUF {info['quantisation']}" + (" (converted, cached)" if done
