@@ -116,6 +116,18 @@ def cached_model(model_id: str) -> Path:
     raise FFNLabError(f"{model_id} in the HF cache has {found}; pass one file's path")
 
 
+def source_stamp(source: str | os.PathLike) -> str:
+    """A short hash of what `source` is now (config and weight files: names, sizes, mtimes; a cached id's
+    snapshot), so that a result made from an earlier version of the model is not reused."""
+    import hashlib
+
+    _, path = resolve(source)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir()
+                                                 if p.name == "config.json" or p.suffix in (".safetensors", ".gguf"))
+    parts = [str(path.resolve())] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def cache_root() -> Path:
     """Where converted checkpoints live: $FFNLAB_CACHE, else ~/.cache/ffnlab."""
     return Path(os.environ.get("FFNLAB_CACHE") or Path.home() / ".cache" / "ffnlab") / "pretrained"
