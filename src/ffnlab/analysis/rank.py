@@ -32,6 +32,7 @@ from torch import Tensor
 from ffnlab.device import module_device
 from ffnlab.errors import unknown
 from ffnlab.model.hooks import Edit, hooks
+from ffnlab.model.names import block_hook
 
 VARIANTS = ("full", "attn+skip", "attn+ffn", "attn-only")
 
@@ -74,10 +75,10 @@ def surgery(model, variant: str) -> Iterator[None]:
             def drop_skip(mid: Tensor, stash=stash) -> Tensor:
                 return mid - stash.pop("pre")
 
-            edits[f"blocks.{i}.hook_resid_pre"] = keep
-            edits[f"blocks.{i}.hook_resid_mid"] = drop_skip
+            edits[block_hook(i, "hook_resid_pre")] = keep
+            edits[block_hook(i, "hook_resid_mid")] = drop_skip
         if no_ffn:
-            edits[f"blocks.{i}.ffn.hook_out"] = torch.zeros_like
+            edits[block_hook(i, "ffn.hook_out")] = torch.zeros_like
     with hooks(model, edits):
         yield
 
@@ -96,7 +97,7 @@ class RankProfile:
 def rank_collapse(model, tokens: Tensor, variant: str = "full", batch_size: int = 8) -> RankProfile:
     """Dong et al.'s residual ratio per layer for `tokens` (B, T) under `variant`."""
     names = ["hook_embed"] if "hook_embed" in model.hook_sites() else []
-    names += [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
+    names += [block_hook(i, "hook_resid_post") for i in range(model.n_layers)]
     ratios: dict[str, list[Tensor]] = {name: [] for name in names}
 
     def recorder(name: str):
@@ -109,7 +110,7 @@ def rank_collapse(model, tokens: Tensor, variant: str = "full", batch_size: int 
         for start in range(0, tokens.shape[0], batch_size):
             model(tokens[start:start + batch_size].to(device))
     per_seq = {name: torch.cat(parts).cpu() for name, parts in ratios.items()}  # (B,) over all batches
-    layers = torch.stack([per_seq[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
+    layers = torch.stack([per_seq[block_hook(i, "hook_resid_post")] for i in range(model.n_layers)], 1)  # (B, L)
     embed = float(per_seq["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
     return RankProfile(variant, layers.mean(0).tolist(), layers.tolist(), embed)
 

@@ -27,6 +27,7 @@ from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import ModelConfig, count_params, match_d_ff
 from ffnlab.model.hooks import ablate, capture
 from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
+from ffnlab.model.names import block_hook
 
 CRITERION = Criterion("held-out loss of one shared FFN minus the baseline (4x MLP in every layer)", "<", 0.05,
                       "95% t-interval over seeds below 0.05 nats; partly if pruning half the neurons by "
@@ -78,7 +79,7 @@ def latency(model, tokens: torch.Tensor, reps: int = 5) -> float:
 @torch.no_grad()
 def prune_curve(model, calib: torch.Tensor, tokens: torch.Tensor, seed: int) -> dict[str, list[float]]:
     """Held-out loss with a fraction of every layer's neurons zeroed, by activation and at random."""
-    names = [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)]
+    names = [block_hook(i, "ffn.hook_post") for i in range(model.n_layers)]
     with capture(model, names, reduce=lambda _n, a: a.abs().float().sum((0, 1)), device="cpu") as cache:
         model(calib.to(module_device(model)))
     score = {n: torch.stack(cache.parts(n)).sum(0) for n in names}  # (F,) summed |activation|
