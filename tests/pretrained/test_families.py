@@ -79,6 +79,8 @@ def test_params_equal_the_count_hf_reports(loaded, root, kind, capsys):
     assert report["flops_per_token"][0]["ffn"] == 2 * sum(w.numel() for i in range(L)
                                                           for w in model.ffn_weights(i).values()
                                                           if w is not None and w.dim() == 2)
+    if model.causal:  # the unembedding, tied or not, is counted once per token
+        assert report["flops_per_token"][0]["head"] == 2 * V * model.d_model
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -108,8 +108,10 @@ def flops_per_token(model: nn.Module | ModelConfig, seq_len: int) -> dict[str, f
     else:
         ffn = _matmul_weights(model, "ffn")
     head = _matmul_weights(model, "head")
-    if head == 0 and getattr(model, "head_weight", None) is not None:  # tied head
-        head = model.head_weight.numel()
+    tied = model.head_weight
+    if tied is not None and not any(p is tied for n, p in model.named_parameters()
+                                    if model.param_component(n) == "head"):
+        head += tied.numel()  # a head tied to the embedding is listed (once) under embeddings
     return {
         "attention_proj": 2.0 * _matmul_weights(model, "attention"),
         "attention_scores": 4.0 * d_attn * t_eff * n_layers,
