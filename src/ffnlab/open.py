@@ -83,7 +83,7 @@ def open_pretrained(spec: str, dtype: str = "bfloat16", progress: bool = True, d
     from ffnlab.data.corpus import load_corpus
     from ffnlab.pretrained import load
 
-    model = load(spec, dtype=dtype, verify=False, progress=progress, device=device)
+    model = load(spec, dtype=dtype, progress=progress, device=device)  # its hooks checked, as every load
     tok = model.tokenizer
     if tok is None:
         raise FFNLabError(f"{spec} has no tokenizer; analyses of text need one")
