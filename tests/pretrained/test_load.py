@@ -118,3 +118,13 @@ def test_loaded_on_cuda_gives_the_cpu_logits_and_passes_its_hook_check(saved, ki
         assert logits.device.type == "cuda"
         torch.testing.assert_close(logits.cpu(), hf(input_ids=tokens()).logits, rtol=1e-4, atol=1e-4)
     assert model.meta["hook_check"]["logits with hooks"] == 0.0
+
+
+def test_models_command_lists_the_families(capsys):
+    from ffnlab.pretrained import FAMILIES
+
+    assert main(["models", "--families", "--json"]) == 0
+    rows = {r["family"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(FAMILIES)
+    assert rows["gpt_neox"]["block"] == "parallel" and rows["bert"]["block"] == "post-ln"
+    assert rows["phi3"]["ffn"] == "gated" and "gemma3_text" in rows["gemma2"]["model_types"]
