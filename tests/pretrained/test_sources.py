@@ -115,3 +115,12 @@ def test_a_checkpoint_whose_weights_do_not_cover_the_model_is_refused(tmp_path, 
     save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(FFNLabError, match=f"do not cover the model: {dropped} missing"):
         load(tmp_path)
+
+
+def test_every_gguf_name_of_a_family_is_one_transformers_converts():
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    from ffnlab.pretrained import FAMILIES
+
+    names = {a for fam in FAMILIES.values() for a in fam.gguf}
+    assert names and names <= set(GGUF_SUPPORTED_ARCHITECTURES)
