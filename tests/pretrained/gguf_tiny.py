@@ -10,7 +10,9 @@ import numpy as np
 
 
 def write_gguf(hf, path: Path, arch: str = "qwen2", half: bool = True) -> Path:
-    """`hf` (Llama-layout decoder) as GGUF `arch`: matrices in F16 when `half`, everything else F32."""
+    """`hf` (Llama-layout decoder) as GGUF `arch`: matrices in F16 when `half`, everything else F32.
+
+    Gemma 3 stores its norms' weights as llama.cpp does, with the +1 of Gemma's RMSNorm folded in."""
     cfg = hf.config
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name(path.stem)
@@ -20,8 +22,13 @@ def write_gguf(hf, path: Path, arch: str = "qwen2", half: bool = True) -> Path:
     w.add_block_count(cfg.num_hidden_layers)
     w.add_head_count(cfg.num_attention_heads)
     w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    rope = cfg.rope_parameters
+    w.add_rope_freq_base(rope["full_attention"]["rope_theta"] if "full_attention" in rope else rope["rope_theta"])
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    if arch == "gemma3":
+        w.add_key_length(cfg.head_dim)
+        w.add_value_length(cfg.head_dim)
+        w.add_sliding_window(cfg.sliding_window)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if half else gguf.LlamaFileType.ALL_F32)
     vocab = cfg.vocab_size
     w.add_tokenizer_model("gpt2")
@@ -36,7 +43,7 @@ def write_gguf(hf, path: Path, arch: str = "qwen2", half: bool = True) -> Path:
     for key, tensor in hf.state_dict().items():
         if key == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
-        value = tensor.float().numpy()
+        value = tensor.float().numpy() + (1.0 if arch == "gemma3" and "norm.weight" in key else 0.0)
         w.add_tensor(names.get_name(key, try_suffixes=(".weight", ".bias")),
                      value.astype(np.float16) if half and value.ndim == 2 else value)
     w.write_header_to_file()

@@ -39,6 +39,16 @@ def test_a_gguf_file_of_a_second_family_loads_and_says_what_it_was_dequantised_f
     assert describe(path)["weights"] == "GGUF F16 (converted, cached)"
 
 
+def test_a_gemma3_gguf_file_loads_with_its_sandwich_norms_and_gives_the_original_logits(tmp_path, cache):
+    """The case that was refused: a Gemma 3 GGUF (llama.cpp stores Gemma's norms with the +1 folded in)."""
+    hf = tiny_hf("gemma3_text")
+    model = load(write_gguf(hf, tmp_path / "tiny-gemma3.gguf", arch="gemma3", half=False), progress=False)
+    assert (model.meta["architecture"], model.meta["family"], model.meta["dequantised_from"]) == \
+        ("gemma3_text", "gemma2", "ALL_F32")
+    with torch.no_grad():
+        assert torch.equal(model(tokens()), hf(input_ids=tokens()).logits)
+
+
 def test_a_gguf_file_of_an_unsupported_architecture_is_refused_from_its_header(tmp_path, cache, monkeypatch):
     import transformers
 
