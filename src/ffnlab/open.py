@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ffnlab.errors import FFNLabError
+from ffnlab.model.contract import AnalysableModel
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Opened:
     """A model with the hook contract, and how to turn its text into tokens and back."""
 
     name: str
-    model: Any
+    model: AnalysableModel
     encode: Callable[[str], list[int]]
     decode: Callable[[list[int]], str]
     vocab_size: int

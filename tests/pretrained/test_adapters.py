@@ -180,3 +180,15 @@ def test_a_wrong_spec_is_refused(case):
     wrong = PretrainedModel(hf, None, {"name": "wrong"}, family=replace(FAMILIES[family], **change))
     with pytest.raises(FFNLabError, match=f"wrong: hook check failed: {identity}"):
         wrong.verify(tokens())
+
+
+def test_ffnlab_models_and_adapters_satisfy_one_contract(model):
+    """What analyses may use (ffnlab.model.contract) is there on both kinds of model."""
+    from ffnlab.model import Transformer, preset
+    from ffnlab.model.contract import AnalysableModel, PretrainedAnalysable
+
+    own = Transformer(preset("tiny"))
+    assert isinstance(own, AnalysableModel) and isinstance(model, PretrainedAnalysable)
+    for m in (own, model):
+        names = [n for n, _ in m.named_parameters()]
+        assert {m.param_component(n) for n in names} <= {"embeddings", "attention", "ffn", "norms", "pooler", "head"}

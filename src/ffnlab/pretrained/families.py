@@ -71,32 +71,29 @@ class Family:
         return self.ffn_up is not None or self.fused_gate_up
 
 
-def _llama_like(name: str, model_types: tuple[str, ...], gguf: tuple[str, ...] = (), **kw) -> Family:
-    """Pre-RMSNorm decoder with a gated FFN (`mlp.gate_proj/up_proj/down_proj`), as in Llama."""
-    spec = dict(block="sequential", layers="layers", embed="embed_tokens", final="norm", final_norm="norm",
-                head=("lm_head",), attn="self_attn", attn_z="self_attn.o_proj", attn_out="self_attn[0]",
-                attn_norm="input_layernorm", ffn="mlp", ffn_norm="post_attention_layernorm",
-                ffn_in="mlp.gate_proj", ffn_up="mlp.up_proj", ffn_down="mlp.down_proj", ffn_act="mlp.act_fn",
-                ffn_out="mlp", gguf=gguf)
-    return Family(name, model_types, **{**spec, **kw})
-
-
-# the post-norm pair of Gemma 2/3 and OLMo 2/3: what each sub-layer adds passes through its own norm
-_SANDWICH = dict(attn_out="post_attention_layernorm", ffn_out="post_feedforward_layernorm",
-                 ffn_post_norm="post_feedforward_layernorm")
+# Llama's layout: pre-RMSNorm blocks, a gated FFN (`mlp.gate_proj/up_proj/down_proj`); most decoders are variants
+LLAMA = Family("llama", ("llama",), "sequential", layers="layers", embed="embed_tokens", final="norm",
+               final_norm="norm", head=("lm_head",), attn="self_attn", attn_z="self_attn.o_proj",
+               attn_out="self_attn[0]", attn_norm="input_layernorm", ffn="mlp", ffn_norm="post_attention_layernorm",
+               ffn_in="mlp.gate_proj", ffn_up="mlp.up_proj", ffn_down="mlp.down_proj", ffn_act="mlp.act_fn",
+               ffn_out="mlp", gguf=("llama",))
+# Gemma 2/3: a norm after each sub-layer, before the sum ("sandwich"), and one before the FFN
+GEMMA2 = replace(LLAMA, name="gemma2", model_types=("gemma2", "gemma3_text"), gguf=("gemma2", "gemma3"),
+                 attn_out="post_attention_layernorm", ffn_norm="pre_feedforward_layernorm",
+                 ffn_out="post_feedforward_layernorm", ffn_post_norm="post_feedforward_layernorm")
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    _llama_like("llama", ("llama",), ("llama",)),
-    _llama_like("mistral", ("mistral",), ("mistral",)),
-    _llama_like("qwen2", ("qwen2",), ("qwen2",)),
-    _llama_like("qwen3", ("qwen3",), ("qwen3",)),
-    _llama_like("gemma", ("gemma",)),
-    _llama_like("gemma2", ("gemma2", "gemma3_text"), ("gemma2", "gemma3"), ffn_norm="pre_feedforward_layernorm",
-                **_SANDWICH),
-    _llama_like("olmo", ("olmo",)),
-    _llama_like("olmo2", ("olmo2", "olmo3"), (), attn_norm=None, ffn_norm=None, **_SANDWICH),
-    _llama_like("phi3", ("phi3",), ("phi3",), ffn_in="mlp.gate_up_proj", ffn_up=None, fused_gate_up=True,
-                ffn_act="mlp.activation_fn"),
+    LLAMA,
+    replace(LLAMA, name="mistral", model_types=("mistral",), gguf=("mistral",)),
+    replace(LLAMA, name="qwen2", model_types=("qwen2",), gguf=("qwen2",)),
+    replace(LLAMA, name="qwen3", model_types=("qwen3",), gguf=("qwen3",)),
+    replace(LLAMA, name="gemma", model_types=("gemma",), gguf=()),
+    GEMMA2,
+    replace(LLAMA, name="olmo", model_types=("olmo",), gguf=()),
+    # OLMo 2/3: Gemma 2's post-norms without the pre-norms: attention and the FFN read the raw stream
+    replace(GEMMA2, name="olmo2", model_types=("olmo2", "olmo3"), gguf=(), attn_norm=None, ffn_norm=None),
+    replace(LLAMA, name="phi3", model_types=("phi3",), gguf=("phi3",), ffn_in="mlp.gate_up_proj", ffn_up=None,
+            fused_gate_up=True, ffn_act="mlp.activation_fn"),
     Family("gpt_neox", ("gpt_neox",), "parallel", layers="layers", embed="emb_dropout", final="final_layer_norm",
            final_norm="final_layer_norm", head=("lm_head",), attn="attention", attn_z="attention.dense",
            attn_out="attention[0]", attn_norm="input_layernorm", ffn="mlp", ffn_norm="post_attention_layernorm",

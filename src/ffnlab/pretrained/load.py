@@ -120,7 +120,7 @@ def _quiet_transformers(progress: bool = True) -> Iterator[None]:
 
 
 def checkpoint(source: str | os.PathLike, progress: bool = True) -> tuple[str, Path, dict]:
-    """(name, checkpoint dir, meta) for a packaged name, a checkpoint directory or a GGUF file."""
+    """(name, checkpoint dir, meta) for a packaged name, a checkpoint directory, a GGUF file or a cached model id."""
     name, path = resolve(source)
     meta: dict = {"name": name, "source": str(path)}
     if path.is_file():
