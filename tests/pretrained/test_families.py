@@ -126,3 +126,20 @@ def test_tracing_restores_the_prediction_from_the_last_state(loaded, kind):
     # restoring the whole last hidden state at the last position gives back the clean prediction
     assert abs(float(tr.effects["resid"][-1, -1]) - tr.total_effect) < 1e-5
     assert tr.effects["mlp"].shape == (L, len(x))
+
+
+def test_flops_follow_the_attention_width_and_the_sliding_windows():
+    """Gemma 2 alternates sliding-window and global layers, and its heads need not span d_model."""
+    from ffnlab.analysis.accounting import flops_per_token, keys_per_query
+    from ffnlab.pretrained import PretrainedModel
+
+    from hf_tiny import H, tiny_hf
+
+    model = PretrainedModel(tiny_hf("gemma2", sliding_window=4, head_dim=16), None, {"name": "windows"})
+    assert model.attention_windows() == [4, None, 4] and model.d_attn == H * 16 != model.d_model
+    assert keys_per_query(16, 4) == (4 * 5 / 2 + 12 * 4) / 16 and keys_per_query(3, 4) == 2.0
+    scores = flops_per_token(model, 16)["attention_scores"]
+    assert scores == 4 * H * 16 * (2 * keys_per_query(16, 4) + keys_per_query(16))
+    mistral = PretrainedModel(tiny_hf("mistral", sliding_window=4), None, {"name": "mistral"})
+    assert mistral.attention_windows() == [4] * L
+    assert PretrainedModel(tiny_hf("llama"), None, {}).attention_windows() == [None] * L

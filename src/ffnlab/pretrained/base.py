@@ -133,6 +133,20 @@ class PretrainedModel(nn.Module):
         return self.ffn_weights(0)["down"].shape[1]
 
     @property
+    def d_attn(self) -> int:
+        """Heads x head dimension: the width attention's scores and value mix run over (not d_model in
+        Gemma or with other head sizes); the input width of the output projection."""
+        z = self.part(0, self.family.attn_z).weight
+        return z.shape[0] if self.family.conv1d else z.shape[1]
+
+    def attention_windows(self) -> list[int | None]:
+        """Per block, how many keys a query sees at most (a sliding window) or None (every earlier one)."""
+        cfg = self.hf.config
+        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        kinds = getattr(cfg, "layer_types", None) or ["sliding_attention" if window else "full_attention"] * self.n_layers
+        return [window if kind == "sliding_attention" and window else None for kind in kinds]
+
+    @property
     def vocab_size(self) -> int:
         return self.hf.config.vocab_size
 
