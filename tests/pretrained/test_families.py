@@ -17,7 +17,7 @@ from ffnlab.cli import main
 from ffnlab.model.contract import AnalysableModel, PretrainedAnalysable
 from ffnlab.model.hooks import capture
 from ffnlab.model.names import all_hooks, block_hook
-from ffnlab.pretrained import FAMILIES, family_of
+from ffnlab.pretrained import FAMILIES, family_of, load
 
 from hf_tiny import F, KINDS, L, V, saved_and_loaded, tokens
 
@@ -63,6 +63,23 @@ def test_loads_verifies_and_gives_the_hf_logits_with_every_hook(loaded, kind):
             hooked = model(x)
     torch.testing.assert_close(hooked, plain, rtol=0, atol=1e-5)
     assert len(c) == len(names)  # every hook fired (TransformerLens #1673: hooks that never fire)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_bf16_load_passes_its_check(loaded, root, kind):
+    loaded(kind)  # written once
+    model = load(root / kind, dtype="bfloat16", progress=False)
+    assert model.meta["dtype"] == "bfloat16" and model(tokens()).dtype == torch.bfloat16
+    assert max(model.meta["hook_check"].values()) < 1e-2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", KINDS)
+def test_on_cuda_the_check_passes_and_the_logits_are_the_cpu_ones(loaded, root, kind):
+    cpu, _ = loaded(kind)
+    model = load(root / kind, device="cuda", progress=False)  # verify() runs on the GPU
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens().cuda()).cpu(), cpu(tokens()), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", KINDS)
