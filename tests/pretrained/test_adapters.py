@@ -192,3 +192,13 @@ def test_ffnlab_models_and_adapters_satisfy_one_contract(model):
     for m in (own, model):
         names = [n for n, _ in m.named_parameters()]
         assert {m.param_component(n) for n in names} <= {"embeddings", "attention", "ffn", "norms", "pooler", "head"}
+
+
+def test_editing_the_gate_reaches_the_neurons(model):
+    """ffn.hook_pre is editable, also where gate and up are one fused projection (Phi-3): a zeroed gate
+    gives act(0) = 0 for every neuron of a gated FFN (SiLU, GELU)."""
+    if "gate" not in model.ffn_weights(0):
+        pytest.skip("not a gated FFN")
+    with torch.no_grad(), ablate(model, ["blocks.1.ffn.hook_pre"]), capture(model, ["blocks.1.ffn.hook_post"]) as c:
+        model(tokens())
+    assert c["blocks.1.ffn.hook_post"].abs().max() == 0.0
