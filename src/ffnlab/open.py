@@ -87,7 +87,8 @@ def open_pretrained(spec: str, dtype: str = "bfloat16", progress: bool = True, d
     model = load(spec, dtype=dtype, progress=progress, device=device)  # its hooks checked, as every load
     tok = model.tokenizer
     if tok is None:
-        raise FFNLabError(f"{spec} has no tokenizer; analyses of text need one")
+        raise FFNLabError(f"{spec} has no tokenizer ({model.meta.get('no_tokenizer', 'none found')}); "
+                          "analyses of text need one")
     encode = lambda s: tok(s, add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
 
     def hf_tokens(path: str | None, n: int) -> Tensor:

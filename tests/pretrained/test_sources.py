@@ -134,3 +134,16 @@ def test_every_gguf_name_of_a_family_is_one_transformers_converts():
 
     names = {a for fam in FAMILIES.values() for a in fam.gguf}
     assert names and names <= set(GGUF_SUPPORTED_ARCHITECTURES)
+
+
+def test_a_tokenizer_that_does_not_load_is_said_and_text_analyses_refuse(tmp_path):
+    """A sentencepiece-only tokenizer without the sentencepiece package (or a broken one): the model loads,
+    the reason is kept, and an analysis that needs text says why it cannot run."""
+    from ffnlab.open import open_model
+
+    tiny_hf("llama").save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    model = load(tmp_path, progress=False)
+    assert model.tokenizer is None and "its tokenizer does not load" in model.meta["no_tokenizer"]
+    with pytest.raises(FFNLabError, match="has no tokenizer \\(its tokenizer does not load"):
+        open_model(str(tmp_path), device="cpu")

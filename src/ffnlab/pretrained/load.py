@@ -159,13 +159,20 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
         with _quiet_transformers(progress):
             hf, info = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
                                            output_loading_info=True)
-            has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json",
-                                                               "tokenizer.model"))
-            tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
     except HF_ERRORS as err:
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
     _check_coverage(path, info)
+    tokenizer, why = None, "no tokenizer files"
+    if any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model")):
+        try:
+            with _quiet_transformers(progress):
+                tokenizer = AutoTokenizer.from_pretrained(path)
+        except (*HF_ERRORS, ImportError) as err:  # e.g. a sentencepiece-only tokenizer without sentencepiece
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            why = f"its tokenizer does not load ({type(err).__name__}: {first})"
     meta.update(architecture=cfg["model_type"], dtype=str(hf.dtype).removeprefix("torch."))
+    if tokenizer is None:
+        meta["no_tokenizer"] = why
     model = PretrainedModel(hf.to(device), tokenizer, meta)
     model.meta["load_seconds"] = round(time.perf_counter() - t0, 2)
     if verify:
