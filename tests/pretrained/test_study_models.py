@@ -26,8 +26,9 @@ def _ctx(tmp_path, *models):
 
 def test_a_user_decoder_gets_the_ablation_and_the_lens(tmp_path, user_gguf):
     ctx = _ctx(tmp_path, user_gguf)
-    tables, series, config, skipped = _added_ablation(ctx, 2, 16)
-    assert skipped == [] and list(config) == ["tiny-qwen2"]
+    tables, series, config, caveats = _added_ablation(ctx, 2, 16)
+    assert caveats == ["tiny-qwen2: weights are dequantised F16 GGUF values, not the original checkpoint"]
+    assert list(config) == ["tiny-qwen2"]
     assert tables[0].title.startswith("tiny-qwen2 (added with --model)") and len(tables[0].rows) == L
     assert all(len(row) == 1 + len(ABLATIONS) for row in tables[0].rows) and len(series[0].lines) == len(ABLATIONS)
     model = user_decoders(ctx)[0][0]

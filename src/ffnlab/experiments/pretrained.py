@@ -42,7 +42,7 @@ def user_models(ctx: Context) -> list[str]:
 
 def user_decoders(ctx: Context, dtype=torch.bfloat16) -> tuple[list[PretrainedModel], list[str]]:
     """The user's causal models with a head and a tokenizer, loaded (and verified) for the analyses of
-    next-token loss; and a caveat for each added model they leave out, saying why."""
+    next-token loss; and caveats: each added model they leave out and why, and those of the ones kept."""
     out, skipped = [], []
     for source in user_models(ctx):
         model = load(source, dtype=dtype, progress=ctx.progress, device=ctx.device)
@@ -52,6 +52,7 @@ def user_decoders(ctx: Context, dtype=torch.bfloat16) -> tuple[list[PretrainedMo
             skipped.append(f"{model.meta['name']} (added with --model) is left out: {why}")
         else:
             out.append(model)
+            skipped += _caveats(model)  # e.g. weights dequantised from a GGUF file
     return out, skipped
 
 
@@ -59,8 +60,8 @@ def user_decoders(ctx: Context, dtype=torch.bfloat16) -> tuple[list[PretrainedMo
 def _caveats(model: PretrainedModel) -> list[str]:
     out = []
     if "dequantised_from" in model.meta:
-        out.append(f"{model.meta['name']}: weights are dequantised {model.meta['dequantised_from']} (4-bit) "
-                   "GGUF values, not the original bf16 checkpoint")
+        out.append(f"{model.meta['name']}: weights are dequantised {model.meta['dequantised_from']} GGUF values, "
+                   "not the original checkpoint")
     return out
 
 
@@ -125,7 +126,9 @@ def pretrained_accounting(ctx: Context) -> Result:
     }
     from ffnlab.pretrained import open_meta
 
-    added = {row["name"]: model for row, model in map(open_meta, user_models(ctx))}  # shapes only: no weights read
+    added = {}
+    for row, model in map(open_meta, user_models(ctx)):  # shapes only: no weights read
+        added[row["name"] if row["name"] not in models | added else row["source"]] = model
     models.update(added)
     rows, flop_rows, anchors, ffn_share_ne = [], [], [], {}
     for label, model in models.items():
