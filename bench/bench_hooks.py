@@ -14,6 +14,7 @@ import time
 import torch
 
 from ffnlab.model.hooks import capture, hooks
+from ffnlab.model.names import block_hook
 from ffnlab.pretrained import load
 
 TARGET = 1.10
@@ -29,7 +30,7 @@ def _case(model, tokens: torch.Tensor, repeats: int) -> dict:
     hf = model.hf
     layers = model.n_layers
     every = [n for n in model.hook_sites() if not n.endswith("hook_pattern")]
-    resid = [f"blocks.{i}.hook_resid_post" for i in range(layers)]
+    resid = [block_hook(i, "hook_resid_post") for i in range(layers)]
 
     def plain():
         return hf(input_ids=tokens, use_cache=False) if model.causal else hf(input_ids=tokens)
@@ -65,7 +66,7 @@ def _case(model, tokens: torch.Tensor, repeats: int) -> dict:
 
 def _capture_memory(model, tokens: torch.Tensor) -> dict:
     """Bytes held by a full capture and by a reduced one, vs what was asked for."""
-    names = [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
+    names = [block_hook(i, "hook_resid_post") for i in range(model.n_layers)]
     with torch.no_grad():
         with capture(model, names) as full:
             model(tokens)

@@ -41,8 +41,9 @@ def cached_stats(model, tokens: torch.Tensor, names: list[str],
                  bf16: bool = True) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Cache `names` for every token (a full forward), then each layer's exact top-k, mean and variance."""
     from ffnlab.model.hooks import capture
+    from ffnlab.model.names import block_hook
 
-    post = [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)]
+    post = [block_hook(i, "ffn.hook_post") for i in range(model.n_layers)]
     batches = tokens[: len(tokens) // SEQ_LEN * SEQ_LEN].view(-1, SEQ_LEN)
     with torch.inference_mode(), capture(model, names) as cache:
         for start in range(0, len(batches), BATCH):
@@ -90,6 +91,7 @@ def child(method: str, n: int, save: str | None = None) -> None:
     """Run one method in this (fresh) process; print seconds and peak RSS growth as JSON, and
     write the top-k indices (layers, F, K) to `save` (.npy) if given."""
     from ffnlab.analysis.neurons import StatsConfig, neuron_stats
+    from ffnlab.model.names import block_hook
     from ffnlab.open import open_model
 
     torch.set_num_threads(1)
@@ -100,7 +102,7 @@ def child(method: str, n: int, save: str | None = None) -> None:
     warm = tokens[:SEQ_LEN].view(1, SEQ_LEN)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(warm)
-    names = {"ffn-cache": [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)],
+    names = {"ffn-cache": [block_hook(i, "ffn.hook_post") for i in range(model.n_layers)],
              "all-cache": list(model.hook_sites()), "tl-defaults": list(model.hook_sites())}.get(method)
     with _RSSPeak() as rss:
         t0 = time.perf_counter()

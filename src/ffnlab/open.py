@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ffnlab.errors import FFNLabError
+from ffnlab.model.contract import AnalysableModel
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Opened:
     """A model with the hook contract, and how to turn its text into tokens and back."""
 
     name: str
-    model: Any
+    model: AnalysableModel
     encode: Callable[[str], list[int]]
     decode: Callable[[list[int]], str]
     vocab_size: int
@@ -83,10 +84,11 @@ def open_pretrained(spec: str, dtype: str = "bfloat16", progress: bool = True, d
     from ffnlab.data.corpus import load_corpus
     from ffnlab.pretrained import load
 
-    model = load(spec, dtype=dtype, verify=False, progress=progress, device=device)
+    model = load(spec, dtype=dtype, progress=progress, device=device)  # its hooks checked, as every load
     tok = model.tokenizer
     if tok is None:
-        raise FFNLabError(f"{spec} has no tokenizer; analyses of text need one")
+        raise FFNLabError(f"{spec} has no tokenizer ({model.meta.get('no_tokenizer', 'none found')}); "
+                          "analyses of text need one")
     encode = lambda s: tok(s, add_special_tokens=False, verbose=False)["input_ids"]  # noqa: E731
 
     def hf_tokens(path: str | None, n: int) -> Tensor:

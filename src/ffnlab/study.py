@@ -101,17 +101,19 @@ def environment() -> dict[str, str]:
 def run_study(mode: str = "quick", results: str | Path | None = None, data: str | None = None,
               only: list[str] | None = None, progress: bool = True, render: bool = True,
               log: Any = print, options: dict[str, Any] | None = None, reuse_stale: bool = False,
-              device: str = "auto") -> StudyRun:
+              device: str = "auto", models: list[str] | None = None) -> StudyRun:
     """Run (or reuse) every registered experiment of `mode`, record each outcome, render the report.
 
     `options` go to every experiment (e.g. ``{"size": "test"}`` for the tiny models of the tests);
-    `device` is where their models train and run ("auto": cuda, else mps, else cpu).
+    `device` is where their models train and run ("auto": cuda, else mps, else cpu). `models` (pretrained
+    names, checkpoint dirs, GGUF files or cached ids) join the pretrained experiments that take them.
     """
     from ffnlab.experiments.registry import MODES, load_all, run_experiment
 
     if mode not in MODES:
         raise unknown("mode", mode, MODES)
     resolve_device(device)  # a device that is not here fails once, not once per experiment
+    added = _added_models(models or [])  # an unsupported model fails here, before any experiment runs
     root = results_dir(results)
     t0 = time.perf_counter()
     import_failures = _import_experiments()
@@ -128,7 +130,8 @@ def run_study(mode: str = "quick", results: str | Path | None = None, data: str 
     record = _load_record(root, mode)
     record.update(mode=mode, started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   code_version=code_version(), environment=environment(),
-                  command=f"ffnlab study --{mode}" + (f" --data {data}" if data else ""))
+                  command=f"ffnlab study --{mode}" + (f" --data {data}" if data else "")
+                  + "".join(f" --model {m}" for m in models or []))
     for o in import_failures:
         _store(root, record, o, data)
     for i, (name, exp) in enumerate(experiments.items(), 1):
@@ -137,7 +140,8 @@ def run_study(mode: str = "quick", results: str | Path | None = None, data: str 
         before = path.stat().st_mtime_ns if path.exists() else None
         t = time.perf_counter()
         try:
-            result = run_experiment(name, mode, results=root, data=data, progress=progress, options=options,
+            opts = {**(options or {}), "models": added} if added and name in _takes_models() else options
+            result = run_experiment(name, mode, results=root, data=data, progress=progress, options=opts,
                                     reuse_stale=reuse_stale, device=device)
         except KeyboardInterrupt:
             raise
@@ -160,6 +164,22 @@ def run_study(mode: str = "quick", results: str | Path | None = None, data: str 
 
         run.report = render_report(root, mode)
     return run
+
+
+def _takes_models() -> tuple[str, ...]:
+    from ffnlab.experiments.pretrained import TAKES_MODELS
+
+    return TAKES_MODELS
+
+
+def _added_models(models: list[str]) -> list[dict[str, str]]:
+    """Each `--model` checked (architecture supported, config readable; no weights read) and stamped."""
+    from ffnlab.pretrained import open_meta
+    from ffnlab.pretrained.sources import source_stamp
+
+    for source in models:
+        open_meta(source)
+    return [{"model": str(source), "stamp": source_stamp(source)} for source in models]
 
 
 def _load_record(root: Path, mode: str) -> dict[str, Any]:

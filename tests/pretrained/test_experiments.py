@@ -40,3 +40,19 @@ def test_minilm_pure_attention_collapses_and_skips_prevent_it():
     full = rank_collapse(model, ids, "full", batch_size=len(ids)).mean[-1]
     pure = rank_collapse(model, ids, "attn-only", batch_size=len(ids)).mean[-1]
     assert full > 0.3 and pure < 1e-3 * full, (full, pure)
+
+
+def test_study_with_a_user_model_adds_its_row_and_keeps_the_verdict(tmp_path, monkeypatch):
+    from ffnlab.study import run_study
+
+    from hf_tiny import tiny_hf
+
+    hf = tiny_hf("gemma2")
+    hf.save_pretrained(tmp_path / "tiny-gemma2")
+    study = run_study("quick", results=tmp_path / "r", only=["pretrained-accounting"], render=False,
+                      progress=False, log=lambda *_: None, models=[str(tmp_path / "tiny-gemma2")])
+    r = study.outcomes[0].result
+    rows = {row[0]: row for row in r.tables[0].rows}
+    assert rows["tiny-gemma2"][1] == hf.num_parameters() and r.verdict == "supported"
+    assert "tiny-gemma2: added with --model, shown but not in the verdict" in r.caveats
+    assert r.config["options"]["models"][0]["model"] == str(tmp_path / "tiny-gemma2")

@@ -14,17 +14,17 @@ from hf_tiny import L, tiny_hf, tokens
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """Tiny GPT-2 / Llama / BERT-MLM checkpoints written with save_pretrained (safetensors)."""
+    """Tiny GPT-2 / Llama / BERT (MLM head) checkpoints written with save_pretrained (safetensors)."""
     root = tmp_path_factory.mktemp("ckpt")
     out = {}
-    for kind in ("gpt2", "llama", "bert-mlm"):
+    for kind in ("gpt2", "llama", "bert"):
         hf = tiny_hf(kind).eval()
         hf.save_pretrained(root / kind)
         out[kind] = (root / kind, hf)
     return out
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert-mlm"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])
 def test_loaded_checkpoint_gives_the_hf_logits(saved, kind):
     path, hf = saved[kind]
     model = load(path)
@@ -54,7 +54,7 @@ def test_unknown_dtype(saved):
 
 def test_unsupported_architecture_lists_supported(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    with pytest.raises(FFNLabError, match="unknown architecture 't5'.*bert, gpt2, llama"):
+    with pytest.raises(FFNLabError, match="unknown architecture 't5'.*bert, distilbert, gemma"):
         load(tmp_path)
 
 
@@ -108,7 +108,7 @@ def test_device_argument_places_the_model(saved, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert-mlm"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])
 def test_loaded_on_cuda_gives_the_cpu_logits_and_passes_its_hook_check(saved, kind):
     path, hf = saved[kind]
     model = load(path, device="cuda")  # verify() runs on the GPU
@@ -118,3 +118,13 @@ def test_loaded_on_cuda_gives_the_cpu_logits_and_passes_its_hook_check(saved, ki
         assert logits.device.type == "cuda"
         torch.testing.assert_close(logits.cpu(), hf(input_ids=tokens()).logits, rtol=1e-4, atol=1e-4)
     assert model.meta["hook_check"]["logits with hooks"] == 0.0
+
+
+def test_models_command_lists_the_families(capsys):
+    from ffnlab.pretrained import FAMILIES
+
+    assert main(["models", "--families", "--json"]) == 0
+    rows = {r["family"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(FAMILIES)
+    assert rows["gpt_neox"]["block"] == "parallel" and rows["bert"]["block"] == "post-ln"
+    assert rows["phi3"]["ffn"] == "gated" and "gemma3_text" in rows["gemma2"]["model_types"]

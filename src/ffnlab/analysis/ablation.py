@@ -19,6 +19,7 @@ from torch import Tensor
 from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.model.hooks import ABLATIONS, ablate, capture
+from ffnlab.model.names import block_hook
 
 LossFn = Callable[[object, Tensor], Tensor]  # (model, tokens (B, T)) -> scalar loss
 
@@ -31,7 +32,7 @@ def causal_lm_loss(model, tokens: Tensor) -> Tensor:
 
 
 def ffn_out(layer: int) -> str:
-    return f"blocks.{layer}.ffn.hook_out"
+    return block_hook(layer, "ffn.hook_out")
 
 
 @torch.no_grad()

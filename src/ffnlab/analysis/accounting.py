@@ -9,7 +9,8 @@ multiply-adds x 2 per token, averaged over the positions of a sequence of length
     ffn                    2 * (active FFN weights: top-k experts for MoE)
     head                   2 * V * D
 
-with T_eff = (T + 1) / 2 keys on average under a causal mask and T without one.
+with T_eff = (T + 1) / 2 keys on average under a causal mask and T without one, capped by a layer's
+sliding window where a pretrained model has one (`keys_per_query`); d_attn is heads x head_dim.
 """
 
 from __future__ import annotations
@@ -101,21 +102,34 @@ def flops_per_token(model: nn.Module | ModelConfig, seq_len: int) -> dict[str, f
     """Forward FLOPs per token by component, for sequences of length `seq_len`."""
     if isinstance(model, ModelConfig):
         model = build_meta(model)
-    n_layers, d_attn = model.n_layers, model.d_model
-    t_eff = (seq_len + 1) / 2 if model.causal else float(seq_len)
+    n_layers = model.n_layers
+    d_attn = getattr(model, "d_attn", model.d_model)  # pretrained: heads x head_dim, which need not be d_model
+    windows = model.attention_windows() if hasattr(model, "attention_windows") else [None] * n_layers
     if hasattr(model, "ffns"):
         ffn = sum(_ffn_active_weights(f) for f in model.ffns())
     else:
         ffn = _matmul_weights(model, "ffn")
     head = _matmul_weights(model, "head")
-    if head == 0 and getattr(model, "head_weight", None) is not None:  # tied head
-        head = model.head_weight.numel()
+    tied = model.head_weight
+    if tied is not None and not any(p is tied for n, p in model.named_parameters()
+                                    if model.param_component(n) == "head"):
+        head += tied.numel()  # a head tied to the embedding is listed (once) under embeddings
     return {
         "attention_proj": 2.0 * _matmul_weights(model, "attention"),
-        "attention_scores": 4.0 * d_attn * t_eff * n_layers,
+        "attention_scores": sum(4.0 * d_attn * keys_per_query(seq_len, w, model.causal) for w in windows),
         "ffn": 2.0 * ffn,
         "head": 2.0 * head,
     }
+
+
+def keys_per_query(seq_len: int, window: int | None = None, causal: bool = True) -> float:
+    """Keys a query attends to, averaged over the T positions: (T + 1) / 2 under a causal mask, T without
+    one; a causal sliding window of w keys caps each position at w."""
+    if not causal:
+        return float(seq_len)
+    if window is None or seq_len <= window:
+        return (seq_len + 1) / 2
+    return (window * (window + 1) / 2 + (seq_len - window) * window) / seq_len
 
 
 def crossover_length(model: nn.Module | ModelConfig, include_projections: bool = True,

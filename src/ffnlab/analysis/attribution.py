@@ -18,10 +18,11 @@ from torch import Tensor
 
 from ffnlab.device import module_device
 from ffnlab.model.hooks import Hooked, capture, hooks, scale
+from ffnlab.model.names import block_hook
 
 
 def _post(layer: int) -> str:
-    return f"blocks.{layer}.ffn.hook_post"
+    return block_hook(layer, "ffn.hook_post")
 
 
 def integrated_gradients(model: Hooked, tokens: Tensor, answer: int, layer: int, steps: int = 20,

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ffnlab.device import module_device
 from ffnlab.model.hooks import ablate, capture
+from ffnlab.model.names import block_hook
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _kl_and_agreement(final_logp: Tensor, lens_logits: Tensor) -> tuple[Tensor, 
 def logit_lens(model, tokens: Tensor, batch_size: int = 8) -> LensResult:
     """Logit lens before and after every FFN on `tokens` (B, T)."""
     n_layers = model.n_layers
-    names = [f"blocks.{i}.hook_resid_{where}" for i in range(n_layers) for where in ("mid", "post")]
+    names = [block_hook(i, site) for i in range(n_layers) for site in ("hook_resid_mid", "hook_resid_post")]
     sums = torch.zeros(n_layers, 4, dtype=torch.float64)  # kl before, kl after, top1 before, top1 after
     count, device = 0, module_device(model)
     for start in range(0, tokens.shape[0], batch_size):
@@ -61,8 +62,8 @@ def logit_lens(model, tokens: Tensor, batch_size: int = 8) -> LensResult:
         with capture(model, names, device=None) as cache:
             final_logp = model(part).float().log_softmax(-1)
         for i in range(n_layers):
-            kl_b, top_b = _kl_and_agreement(final_logp, model.unembed(cache[f"blocks.{i}.hook_resid_mid"]))
-            kl_a, top_a = _kl_and_agreement(final_logp, model.unembed(cache[f"blocks.{i}.hook_resid_post"]))
+            kl_b, top_b = _kl_and_agreement(final_logp, model.unembed(cache[block_hook(i, "hook_resid_mid")]))
+            kl_a, top_a = _kl_and_agreement(final_logp, model.unembed(cache[block_hook(i, "hook_resid_post")]))
             sums[i] += torch.stack([kl_b, kl_a, top_b, top_a]).double().cpu()
         count += part.shape[0] * part.shape[1]
     mean = (sums / count).T.tolist()
@@ -102,7 +103,7 @@ def attention_shift(model, tokens: Tensor, how: str = "zero", reference: dict[st
     (see `ffnlab.analysis.ablation.reference_activations`).
     """
     n_layers = model.n_layers
-    patterns = [f"blocks.{j}.attn.hook_pattern" for j in range(n_layers)]
+    patterns = [block_hook(j, "attn.hook_pattern") for j in range(n_layers)]
     tv_sum = [[None] * n_layers for _ in range(n_layers)]  # [l][j] -> (H,) summed over rows
     rows, device = 0, module_device(model)
     for start in range(0, tokens.shape[0], batch_size):
@@ -114,7 +115,7 @@ def attention_shift(model, tokens: Tensor, how: str = "zero", reference: dict[st
             gen = torch.Generator().manual_seed(seed * 1000 + layer)
             # hook every layer's pattern as in the clean run: the explicit softmax path and the
             # fused kernel differ in the last bits, which would show up as a spurious shift
-            with ablate(model, [f"blocks.{layer}.ffn.hook_out"], how, reference=reference, generator=gen), \
+            with ablate(model, [block_hook(layer, "ffn.hook_out")], how, reference=reference, generator=gen), \
                     capture(model, patterns, device=None) as ablated:
                 model(part)
             for name in later:

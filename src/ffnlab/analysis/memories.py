@@ -27,6 +27,7 @@ from torch import Tensor
 from ffnlab.analysis.neurons import NeuronStats
 from ffnlab.device import module_device
 from ffnlab.model.hooks import Hooked, capture
+from ffnlab.model.names import block_hook
 
 
 @torch.no_grad()
@@ -147,7 +148,7 @@ class SubUpdate:
 def sub_updates(model: Hooked, tokens: Tensor, layer: int, position: int = -1, top: int = 10,
                 k: int = 8, logits: Tensor | None = None) -> list[SubUpdate]:
     """Layer `layer`'s FFN output at `position` of `tokens` (1, T) as its `top` largest terms m_i v_i."""
-    name = f"blocks.{layer}.ffn.hook_post"
+    name = block_hook(layer, "ffn.hook_post")
     with capture(model, [name]) as cache:
         model(tokens.to(module_device(model)))
     m = cache[name][0, position].float()  # (F,)
@@ -178,7 +179,7 @@ class Promotion:
 @torch.no_grad()
 def promotion(model: Hooked, tokens: Tensor, layer: int, logits: Tensor, top: int = 10) -> Promotion:
     """Geva et al. 2022 §4 for one layer, over every position of `tokens` (B, T)."""
-    names = [f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.ffn.hook_post", f"blocks.{layer}.hook_resid_post"]
+    names = [block_hook(layer, "hook_resid_mid"), block_hook(layer, "ffn.hook_post"), block_hook(layer, "hook_resid_post")]
     with capture(model, names) as cache:
         model(tokens.to(module_device(model)))
     mid, post, res = (cache[n].reshape(-1, cache[n].shape[-1]) for n in names)

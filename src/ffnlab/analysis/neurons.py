@@ -29,6 +29,7 @@ from torch import Tensor
 from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError
 from ffnlab.model.hooks import Hooked, capture
+from ffnlab.model.names import block_hook
 from ffnlab.results import atomic_dir, atomic_write_bytes, atomic_write_text, previous_dir
 
 
@@ -319,7 +320,7 @@ def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: 
     n_win = len(tokens) // seq_len
     if n_win == 0:
         raise FFNLabError(f"need at least {seq_len} tokens for one window, got {len(tokens)}")
-    names = [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)]
+    names = [block_hook(i, "ffn.hook_post") for i in range(model.n_layers)]
     stats = resume if resume is not None else NeuronStats(cfg, [], tokens, seq_len)
     done = stats.count
     current: dict[str, Tensor] = {}

@@ -37,6 +37,7 @@ from torch import Tensor
 from ffnlab.device import module_device
 from ffnlab.errors import unknown
 from ffnlab.model.hooks import Edit, hooks
+from ffnlab.model.names import block_hook
 
 VARIANTS = ("full", "attn+skip", "attn+ffn", "attn-only")
 FLOOR_EPS = 10  # ratios below 10 eps of the activations' dtype are rounding, not structure
@@ -90,10 +91,10 @@ def surgery(model, variant: str) -> Iterator[None]:
             def drop_skip(mid: Tensor, stash=stash) -> Tensor:
                 return mid - stash.pop("pre")
 
-            edits[f"blocks.{i}.hook_resid_pre"] = keep
-            edits[f"blocks.{i}.hook_resid_mid"] = drop_skip
+            edits[block_hook(i, "hook_resid_pre")] = keep
+            edits[block_hook(i, "hook_resid_mid")] = drop_skip
         if no_ffn:
-            edits[f"blocks.{i}.ffn.hook_out"] = torch.zeros_like
+            edits[block_hook(i, "ffn.hook_out")] = torch.zeros_like
     with hooks(model, edits):
         yield
 
@@ -132,10 +133,10 @@ def _ratios(model, tokens: Tensor, names: list[str], batch_size: int) -> tuple[d
 def rank_collapse(model, tokens: Tensor, variant: str = "full", batch_size: int = 8) -> RankProfile:
     """Dong et al.'s residual ratio per layer for `tokens` (B, T) under `variant`."""
     names = ["hook_embed"] if "hook_embed" in model.hook_sites() else []
-    names += [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
+    names += [block_hook(i, "hook_resid_post") for i in range(model.n_layers)]
     with surgery(model, variant):
         per_seq, floor = _ratios(model, tokens, names, batch_size)
-    layers = torch.stack([per_seq[f"blocks.{i}.hook_resid_post"] for i in range(model.n_layers)], 1)  # (B, L)
+    layers = torch.stack([per_seq[block_hook(i, "hook_resid_post")] for i in range(model.n_layers)], 1)  # (B, L)
     embed = float(per_seq["hook_embed"].mean()) if names[0] == "hook_embed" else float("nan")
     return RankProfile(variant, layers.mean(0).tolist(), layers.tolist(), embed, floor)
 
@@ -145,9 +146,9 @@ def across_ffn(model, tokens: Tensor, batch_size: int = 8) -> list[float]:
     """Per layer, the mean over sequences of ratio(resid_post) / ratio(resid_mid): above 1 the FFN
     adds token diversity, below 1 it removes some (pre-LN blocks: resid_post = resid_mid + ffn_out)."""
     n = model.n_layers
-    names = [f"blocks.{i}.hook_resid_{where}" for i in range(n) for where in ("mid", "post")]
+    names = [block_hook(i, f"hook_resid_{where}") for i in range(n) for where in ("mid", "post")]
     r, _ = _ratios(model, tokens, names, batch_size)
-    return [float((r[f"blocks.{i}.hook_resid_post"] / r[f"blocks.{i}.hook_resid_mid"].clamp_min(1e-300)).mean())
+    return [float((r[block_hook(i, "hook_resid_post")] / r[block_hook(i, "hook_resid_mid")].clamp_min(1e-300)).mean())
             for i in range(n)]
 
 

@@ -23,8 +23,9 @@ from torch import Tensor
 from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.model.hooks import Hooked, capture, hooks
+from ffnlab.model.names import block_hook
 
-SITES = {"resid": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.ffn.hook_out", "attn": "blocks.{}.attn.hook_out"}
+SITES = {"resid": "hook_resid_post", "mlp": "ffn.hook_out", "attn": "attn.hook_out"}  # in each block
 
 
 @dataclass
@@ -86,7 +87,7 @@ def trace(model: Hooked, tokens: Sequence[int] | Tensor, subject: tuple[int, int
     window = default_window(n_layers) if window is None else window
     if window < 1:
         raise FFNLabError(f"the restoration window must be at least 1 layer, got {window}")
-    names = sorted({SITES[k].format(i) for k in kinds for i in range(n_layers)})
+    names = sorted({block_hook(i, SITES[k]) for k in kinds for i in range(n_layers)})
     with capture(model, names) as clean:
         p_clean = float(_prob(model, tokens[None].to(device), answer)[0])
     d = clean[names[0]].shape[-1]
@@ -97,7 +98,7 @@ def trace(model: Hooked, tokens: Sequence[int] | Tensor, subject: tuple[int, int
     conditions = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in positions]
     plan: list[tuple[int, list[tuple[str, int]]]] = [(s, []) for s in range(samples)]
     for kind, layer, p in conditions:
-        restore = [(SITES[kind].format(i), p) for i in
+        restore = [(block_hook(i, SITES[kind]), p) for i in
                    ([layer] if kind == "resid" else _window(layer, window, n_layers))]
         plan += [(s, restore) for s in range(samples)]
     probs = torch.empty(len(plan))

@@ -1,11 +1,16 @@
-"""`ffnlab params`: parameter and FLOP accounting per component (claim C5)."""
+"""`ffnlab params [MODEL]`: parameter and FLOP accounting per component (claim C5).
+
+MODEL is any loadable pretrained model (packaged name, checkpoint directory, GGUF file, cached
+model id); it is built on the meta device from its config, so no weights are read. Without it,
+an ffnlab preset is counted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from ffnlab.analysis.accounting import account_config, crossover_length, flops_per_token
+from ffnlab.analysis.accounting import account, build_meta, crossover_length, flops_per_token
 from ffnlab.errors import FFNLabError
 from ffnlab.model import FFNConfig, preset
 
@@ -15,6 +20,9 @@ SEQ_LENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a pretrained model: packaged name, checkpoint dir, .gguf file or cached org/name "
+                        "(default: count --preset)")
     p.add_argument("--preset", default="small", help="model preset (tiny, small, bert-base, gpt2-small)")
     p.add_argument("--ffn", nargs="*", default=[], metavar="KIND",
                    help="FFN kinds to compare (default: the preset's own)")
@@ -28,14 +36,28 @@ def report(preset_name: str, kind: str | None, seq_lens: list[int]) -> dict:
     if kind is not None:
         cfg = cfg.replace(ffn=FFNConfig(kind=kind, activation=cfg.ffn.activation, d_ff=cfg.ffn.d_ff,
                                         ratio=cfg.ffn.ratio))
-    acc = account_config(cfg)
-    flops = {t: flops_per_token(cfg, t) for t in seq_lens}
+    return {"preset": preset_name, "ffn": cfg.ffn.kind, **accounting(build_meta(cfg), seq_lens)}
+
+
+def model_report(source: str, seq_lens: list[int]) -> dict:
+    """Accounting of a pretrained model, built on the meta device (no weights read)."""
+    from ffnlab.pretrained import open_meta
+
+    row, model = open_meta(source)
+    return {"model": row["name"], "source": row["source"], "architecture": row["architecture"],
+            "family": row["family"], "hf_class": row["hf_class"], "ffn": "gated" if model.family.gated else "mlp",
+            **accounting(model, seq_lens)}
+
+
+def accounting(model, seq_lens: list[int]) -> dict:
+    """Parameters per component, FLOPs per token at each length, and where attention overtakes the FFN."""
+    acc = account(model)
     return {
-        "preset": preset_name, "ffn": cfg.ffn.kind, "total": acc.total, "non_embedding": acc.non_embedding,
+        "total": acc.total, "non_embedding": acc.non_embedding,
         "components": [dict(zip(("component", "params", "pct_total", "pct_non_embedding"), r)) for r in acc.rows()],
-        "flops_per_token": [{"seq_len": t, **f} for t, f in flops.items()],
-        "crossover_attention_total": crossover_length(cfg),
-        "crossover_attention_scores": crossover_length(cfg, include_projections=False),
+        "flops_per_token": [{"seq_len": t, **flops_per_token(model, t)} for t in seq_lens],
+        "crossover_attention_total": crossover_length(model),
+        "crossover_attention_scores": crossover_length(model, include_projections=False),
     }
 
 
@@ -44,7 +66,8 @@ def _fmt_pct(x: float | None) -> str:
 
 
 def print_report(r: dict) -> None:
-    print(f"{r['preset']} with ffn={r['ffn']}: {r['total']:,} parameters ({r['non_embedding']:,} non-embedding)")
+    title = f"{r['model']} ({r['architecture']})" if "model" in r else r["preset"]
+    print(f"{title} with ffn={r['ffn']}: {r['total']:,} parameters ({r['non_embedding']:,} non-embedding)")
     print(f"  {'component':<12}{'params':>14}{'% all':>9}{'% non-emb':>11}")
     for c in r["components"]:
         print(f"  {c['component']:<12}{c['params']:>14,}{_fmt_pct(c['pct_total']):>9}"
@@ -63,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
     bad = [t for t in args.seq_lens if t < 1]
     if bad:
         raise FFNLabError(f"--seq-lens must be positive token counts, got {bad[0]}")
-    kinds = args.ffn or [None]
-    reports = [report(args.preset, kind, args.seq_lens) for kind in kinds]
+    if args.model is not None:
+        if args.ffn:
+            raise FFNLabError("--ffn replaces the FFN of a preset; a pretrained MODEL is counted as it is")
+        reports = [model_report(args.model, args.seq_lens)]
+    else:
+        reports = [report(args.preset, kind, args.seq_lens) for kind in args.ffn or [None]]
     if args.json:
         print(json.dumps(reports if len(reports) > 1 else reports[0], indent=1))
     else:

@@ -15,13 +15,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_options(parser)
     parser.add_argument("--only", metavar="NAME", action="append",
                         help="run only this experiment (repeatable); the report still shows all stored results")
+    parser.add_argument("--model", metavar="PATH_OR_ID", action="append", default=[],
+                        help="add a pretrained model (checkpoint dir, .gguf file, cached org/name or packaged name) "
+                             "to the pretrained experiments and the report (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ffnlab.study import run_study, summary_table
 
     study = run_study(args.mode, results=args.results, data=args.data, only=args.only,
-                      progress=not args.no_progress, reuse_stale=args.reuse_stale, device=args.device)
+                      progress=not args.no_progress, reuse_stale=args.reuse_stale, device=args.device,
+                      models=args.model)
     print()
     print(summary_table(study))
     print()

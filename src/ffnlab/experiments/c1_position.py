@@ -24,6 +24,7 @@ from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFN_KINDS, FFNConfig, ModelConfig, Transformer
 from ffnlab.model.hooks import capture, hooks
 from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
+from ffnlab.model.names import block_hook
 
 CRITERION = Criterion("largest change of the FFN output at t when other positions change (position-wise kinds)",
                       "<", 1e-6, "95% t-interval over seeds below 1e-6 relative to the output's scale; for "
@@ -47,9 +48,9 @@ def position_change(model, layer: int, x: torch.Tensor, t: int, trials: int, see
     trials) or set to position t's own input (odd trials, which makes a capacity limit bite)."""
     gen = torch.Generator().manual_seed(seed)
     x = x.to(module_device(model))
-    with capture(model, [f"blocks.{layer}.ffn.hook_in", f"blocks.{layer}.ffn.hook_out"]) as c:
+    with capture(model, [block_hook(layer, "ffn.hook_in"), block_hook(layer, "ffn.hook_out")]) as c:
         model(x)
-    base_in, base_out = c[f"blocks.{layer}.ffn.hook_in"], c[f"blocks.{layer}.ffn.hook_out"]
+    base_in, base_out = c[block_hook(layer, "ffn.hook_in")], c[block_hook(layer, "ffn.hook_out")]
     scale = base_out[:, t].abs().max().clamp_min(1e-12)
     worst, changed = 0.0, 0
     for trial in range(trials):
@@ -59,10 +60,10 @@ def position_change(model, layer: int, x: torch.Tensor, t: int, trials: int, see
             new_in = base_in[torch.randint(base_in.shape[0], (base_in.shape[0],), generator=gen)]
             new_in = new_in[:, torch.randperm(base_in.shape[1], generator=gen)].clone()
         new_in[:, t] = base_in[:, t]
-        with hooks(model, {f"blocks.{layer}.ffn.hook_in": lambda _: new_in}), \
-                capture(model, [f"blocks.{layer}.ffn.hook_out"]) as c2:
+        with hooks(model, {block_hook(layer, "ffn.hook_in"): lambda _: new_in}), \
+                capture(model, [block_hook(layer, "ffn.hook_out")]) as c2:
             model(x)
-        out = c2[f"blocks.{layer}.ffn.hook_out"][:, t]
+        out = c2[block_hook(layer, "ffn.hook_out")][:, t]
         worst = max(worst, float((out - base_out[:, t]).abs().max() / scale))
         changed += int(not torch.equal(out, base_out[:, t]))
     return worst, changed

