@@ -39,7 +39,9 @@ def test_every_verdict_is_reachable(without_ffn, ffn_without_skip, expected):
 
 
 def test_the_plain_statement_names_the_component():
-    assert "the skip connection prevents collapse" in what_prevents(0.9, 0.2, 3.0)
-    assert "the FFN does not slow collapse" in what_prevents(0.9, 0.2, 3.0)
-    assert "the FFN slows collapse" in what_prevents(0.1, 2.0, 0.5)
-    assert "the skip connection alone does not keep" in what_prevents(0.1, 2.0, 0.5)
+    assert "neither component is needed" in what_prevents(0.7, 0.9, 0.8)  # nothing collapsed
+    assert "the skip connection prevents collapse" in what_prevents(0.9, 1e-5, 1e-3)
+    assert "the FFN does not slow it" in what_prevents(0.9, 1e-5, 1e-3)
+    assert "the skip connection does not prevent collapse" in what_prevents(0.1, 0.2, 1e-3)
+    assert "the FFN slows it" in what_prevents(0.1, 0.2, 1e-3)
+    assert "the FFN prevents it" in what_prevents(0.1, 0.6, 1e-3)

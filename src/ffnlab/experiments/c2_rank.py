@@ -70,16 +70,19 @@ def c2_verdict(without_ffn: Estimate, ffn_without_skip: Estimate) -> tuple[str, 
     return decide(CRITERION, without_ffn, requirements=[slows], partial=slows)
 
 
-def what_prevents(without_ffn: float, ffn_without_skip: float, skip_without_ffn: float) -> str:
-    """One plain sentence: which component keeps the last layer's tokens apart in these models."""
-    skip = skip_without_ffn > SLOWS and without_ffn >= CRITERION.threshold
-    ffn = ffn_without_skip > SLOWS
-    parts = [("the skip connection prevents collapse (attention+skip keeps "
-              f"10^{skip_without_ffn:.1f} times the residual of pure attention and {without_ffn:.2f} of the full "
-              "model's)") if skip else f"the skip connection alone does not keep the full model's diversity "
-             f"(attention+skip / full = {without_ffn:.2g})",
-             f"the FFN {'slows' if ffn else 'does not slow'} collapse without skips (attention+FFN / pure attention "
-             f"= 10^{ffn_without_skip:.1f})"]
+def what_prevents(skip: float, ffn: float, pure: float) -> str:
+    """One plain sentence: which component keeps the last layer's tokens apart in these models, from
+    the last-layer ratios of the models built without FFN (`skip`), without skip (`ffn`) and with
+    neither (`pure`), each relative to the full model's."""
+    kept = CRITERION.threshold  # keeping half the full model's ratio counts as not collapsed
+    if pure >= kept:
+        return (f"In these models attention trained without skip or FFN does not collapse at this depth (pure "
+                f"attention keeps {pure:.2g} of the full model's ratio), so neither component is needed to prevent "
+                f"it here; without FFN the model keeps {skip:.2g}, without skip {ffn:.2g}.")
+    parts = [f"the skip connection {'prevents' if skip >= kept else 'does not prevent'} collapse (attention+skip "
+             f"keeps {skip:.2g} of the full model's ratio, pure attention {pure:.2g})",
+             f"the FFN {'prevents' if ffn >= kept else 'slows' if ffn > 10 * pure else 'does not slow'} it without "
+             f"skips (attention+FFN keeps {ffn:.2g})"]
     return "In these models " + "; ".join(parts) + "."
 
 
@@ -137,7 +140,8 @@ def rank_collapse_experiment(ctx: Context) -> Result:
            estimate("mean over layers of ratio(resid_post) / ratio(resid_mid): what each trained FFN does to "
                     "diversity (1 = nothing)", [sum(a) / len(a) for a in across["trained"]])]
     verdict, reason = c2_verdict(est[0], est[1])
-    plain = what_prevents(est[0].mean, est[1].mean, est[2].mean)
+    plain = what_prevents(est[0].mean, *[estimate("", rel(built[v], built["full"])).mean
+                                          for v in ("attn+ffn", "attn-only")])
     n_layers = cfgs["full"].n_layers
     xs = [float(i + 1) for i in range(n_layers)]
 
