@@ -134,7 +134,8 @@ def test_an_intervention_changes_the_distribution_as_the_hooks_do_and_leaves_the
             ablate(explorer.model, ["blocks.0.ffn.hook_out"], "zero"), torch.no_grad():
         want = explorer.model(ids)[0, -1].softmax(-1)
     assert view.kl > 1e-4
-    assert view.kl == pytest.approx(float((clean * (clean.log() - want.log())).sum()), rel=1e-4)
+    # fp32 sums of ~100 terms in another order: agree to 1e-7 nats, not to the last relative digit
+    assert view.kl == pytest.approx(float((clean * (clean.log() - want.log())).sum()), rel=1e-3, abs=1e-7)
     top = want.topk(3)
     by_token = {r.token: r.intervened for r in view.rows}
     for t, q in zip(top.indices.tolist(), top.values.tolist()):
