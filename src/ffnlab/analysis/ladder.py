@@ -345,7 +345,8 @@ def _evaluate(model, store: LadderStore, records: dict, pending: dict[int, list[
         orig = [scorer.score(output(model, cache.final[b]), scorer.reference(cache.final[b]), t)[0]
                 for b, t in enumerate(batches)]
         store.write("orig.json", {"loss": torch.cat(orig).tolist()})
-    bar = _bar(progress, sum(len(rs) for rs in pending.values()) + len(todo_n), "ladder eval", "rung")
+    bar = _bar(progress, (sum(len(rs) for rs in pending.values()) + len(todo_n)) * len(batches), "ladder eval",
+               "pass")  # one pass: one rung on one batch, from the replaced layer up
     for i, rs in sorted(pending.items()):
         ffn = ffn_matrices(model, i)
         values = ffn["down"].T.detach()
@@ -363,6 +364,8 @@ def _evaluate(model, store: LadderStore, records: dict, pending: dict[int, list[
                 loss[r.name].append(lo.cpu())
                 if k is not None:
                     kl[r.name].append(k.cpu())
+                bar.update()
+            bar.set_postfix(layer=i)
         flops, params = ffn_cost(ffn)
         for r in rs:
             e = edits[r.name]
@@ -370,7 +373,6 @@ def _evaluate(model, store: LadderStore, records: dict, pending: dict[int, list[
                 "loss": torch.cat(loss[r.name]).tolist(), "kl": torch.cat(kl[r.name]).tolist() if kl[r.name] else None,
                 "r2": r2[r.name].value(), "flops": None if e is None else e.flops / flops,
                 "params": None if e is None else e.params / params}
-            bar.update()
         if i in fits:
             records[i]["neurons"] = fits[i].neuron_summary()
         records[i]["stream"] = _stream_stats(cache, i)
@@ -384,9 +386,9 @@ def _evaluate(model, store: LadderStore, records: dict, pending: dict[int, list[
                 lo, k = scorer.score(run_from(model, cache, b, start), scorer.reference(cache.final[b]), tokens)
                 losses.append(lo.cpu())
                 kls.append(k.cpu() if k is not None else lo.cpu() * float("nan"))
+                bar.update()
         drops["last_n"][str(n)] = {"loss": torch.cat(losses).tolist(), "kl": torch.cat(kls).tolist()}
         store.write("drops.json", drops)
-        bar.update()
     bar.close()
 
 

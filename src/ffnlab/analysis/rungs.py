@@ -137,9 +137,12 @@ class LayerFit:
         on = (flat > self.eps).double()
         self.above += on.sum(0)
         self.gate_open += (pre.reshape(-1, pre.shape[-1]) > 0).double().sum(0)
-        self.x_abs += x64.reshape(-1, x.shape[-1]).T @ flat
+        # float32 products, float64 sums: co-activation counts are exact integers in float32 up to 2^24
+        # tokens a batch, and the router needs no more; float64 products cost ~4x the batch's forward
+        a32, on32 = post.float().abs().reshape(-1, a.shape[-1]), on.float()
+        self.x_abs += (x.float().reshape(-1, x.shape[-1]).T @ a32).double()
         if self.coact is not None:
-            self.coact += on.T @ on
+            self.coact += (on32.T @ on32).double()
 
     def merge(self, other: LayerFit) -> LayerFit:
         """Add another shard's statistics (exact: sums and maxima; eps is this shard's)."""
