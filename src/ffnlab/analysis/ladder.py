@@ -152,6 +152,10 @@ def _bar(progress: bool, total: int, desc: str, unit: str):
 
 
 # -- where a ladder lives on disk ----------------------------------------------------------------
+_WORDS = {"fit": "fit tokens", "eval": "eval tokens", "fit_shape": "", "eval_shape": "", "params": "model",
+          "dtype": "model dtype"}  # manifest keys as a user reads them ("" = said by another key)
+
+
 class LadderStore:
     """`out/manifest.json` (settings, code), `fits/layer-I.safetensors`, `layers/layer-I.json`,
     `orig.json`, `drops.json`; every file written atomically, each layer as soon as it is done."""
@@ -169,7 +173,9 @@ class LadderStore:
                 raise FFNLabError(f"{str(path)!r} is damaged ({err}); run with --fresh to start over") from None
             if old != json.loads(json.dumps(self.manifest)):
                 what = [k for k in ("version", "code") if old.get(k) != self.manifest[k]]
-                what += [k for k in key if old.get("key", {}).get(k) != json.loads(json.dumps(key)).get(k)]
+                now = json.loads(json.dumps(key))
+                changed = [k for k in key if old.get("key", {}).get(k) != now.get(k)]
+                what += [w for w in dict.fromkeys(_WORDS.get(k, k.replace("_", " ")) for k in changed) if w]
                 raise FFNLabError(f"{str(self.root)!r} holds a ladder made with other {', '.join(what) or 'settings'}; "
                                   "pass --fresh (Python: fresh=True) to replace it, or choose another --out")
         elif fresh and self.root.exists():

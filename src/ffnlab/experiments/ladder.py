@@ -31,7 +31,7 @@ TOKENS = {"quick": (2048, 2048, 64), "full": (16_384, 16_384, 128)}  # fit, eval
 
 def open_windows(opened: Opened, data: str | None, fit_tokens: int, eval_tokens: int,
                  seq_len: int) -> tuple[Tensor, Tensor]:
-    """Disjoint eval (the first windows: validation text) and fit windows (N, seq_len). Encoders with
+    """Disjoint fit and eval windows (N, seq_len); eval comes first (validation text). Encoders with
     [CLS]/[SEP] get them around each window, as they were trained to see text."""
     tok = getattr(opened.model, "tokenizer", None)
     wrap = not getattr(opened.model, "causal", True) and getattr(tok, "cls_token_id", None) is not None
@@ -48,7 +48,7 @@ def open_windows(opened: Opened, data: str | None, fit_tokens: int, eval_tokens:
     if wrap:
         n = len(windows)
         windows = torch.cat([torch.full((n, 1), tok.cls_token_id), windows, torch.full((n, 1), tok.sep_token_id)], 1)
-    return windows[n_fit:], windows[:n_fit]
+    return windows[n_eval:], windows[:n_eval]  # fit, eval
 
 
 def run_ladder(opened: Opened, fit: Tensor, ev: Tensor, cfg: LadderConfig, results: Path, out: str | Path | None = None,
