@@ -32,12 +32,10 @@ def _time(fn, repeats: int) -> float:
 
 
 def run(quick: bool = True) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from ffnlab.experiments.common import few_threads
+
+    with few_threads(1):  # one thread: on a shared machine two spin-waiting threads make timings erratic
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @torch.no_grad()
