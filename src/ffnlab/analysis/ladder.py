@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ffnlab.analysis.replay import (R2, Scorer, applied, bootstrap_index, cache_streams, ffn_matrices, has_head,
+from ffnlab.analysis.replay import (R2, Scorer, applied, bootstrap_index, cache_streams, ffn_matrices,
                                     interval, output, run_from)
 from ffnlab.analysis.rungs import LayerFit, Rung, default_rungs, ffn_cost, fit_edit, parse_rung
 from ffnlab.analysis.transcoder import Transcoder, TranscoderTrainer
@@ -305,7 +305,8 @@ def ladder(model, fit_windows: Tensor, eval_windows: Tensor, cfg: LadderConfig =
             _evaluate(model, store, records, pending, drops, todo_n, fits, tcs, eval_windows, cfg, device, progress,
                       name)
             orig = store.read("orig.json")
-        return summarise(records, orig, drops, last_n, [r.name for r in rungs], cfg, key)
+        summary = summarise(records, orig, drops, last_n, [r.name for r in rungs], cfg, key)
+        return {"metric": Scorer(model).metric, **summary}
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -346,7 +347,7 @@ def _evaluate(model, store: LadderStore, records: dict, pending: dict[int, list[
     starts = set(pending) | {n_layers - n for n in todo_n}
     cache = cache_streams(model, batches, starts or {n_layers - 1})
     _check_replay(model, cache, min(starts or {n_layers - 1}), name)
-    scorer = Scorer(model, bool(getattr(model, "causal", False)) and has_head(model))
+    scorer = Scorer(model)
     if store.read("orig.json") is None:
         orig = [scorer.score(output(model, cache.final[b]), scorer.reference(cache.final[b]), t)[0]
                 for b, t in enumerate(batches)]

@@ -126,8 +126,18 @@ def output(model, final: Tensor) -> Tensor:
 class Scorer:
     """Per-window loss (or distortion) and KL of replaced outputs against the original ones."""
 
-    def __init__(self, model, causal_lm: bool):
-        self.model, self.causal_lm = model, causal_lm
+    def __init__(self, model):
+        self.model = model
+        self.causal_lm = bool(getattr(model, "causal", False)) and has_head(model)
+
+    @property
+    def metric(self) -> str:
+        """What the per-window loss is, in words."""
+        if self.causal_lm:
+            return "next-token cross-entropy (nats)"
+        if has_head(self.model):
+            return "KL to the original output distribution (nats; 0 for the original)"
+        return "1 - cosine of the mean-pooled final states to the original ones (0 for the original)"
 
     def reference(self, final: Tensor) -> dict[str, Tensor]:
         out = output(self.model, final).float()

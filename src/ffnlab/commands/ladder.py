@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
 def print_ladder(name: str, res: dict) -> None:
     """Fraction of loss recovered (%) per layer and rung; Δloss of dropping the FFN vs the attention."""
     rungs = [r for r in res["rungs"] if r not in ("zero", "drop-attn")]
-    print(f"{name}: original loss {res['orig_loss']:.4f} on {res['windows']} eval windows; "
-          "fraction of loss recovered (%), 100 = as good as the FFN, 0 = as bad as zeroing it")
+    print(f"{name}: loss = {res['metric']}; original {res['orig_loss']:.4f} on {res['windows']} eval windows")
+    print("fraction of loss recovered (%): 100 = as good as the FFN, 0 = as bad as zeroing it; Δ: loss increase")
     width = max(7, *(len(r) for r in rungs))
     print(f"{'layer':>5} {'Δ drop ffn':>10} {'Δ drop attn':>11} " + " ".join(f"{r:>{width}}" for r in rungs))
     for layer in res["layers"]:
