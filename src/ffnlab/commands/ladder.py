@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=1))
         return 0
     print_ladder(opened.name, res)
-    for caveat in opened.caveats:
+    for caveat in opened.caveats + res["warnings"]:
         print(f"note: {caveat}")
     print(f"stored in {out}")
     return 0

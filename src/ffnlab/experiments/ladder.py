@@ -22,11 +22,11 @@ from ffnlab.open import Opened, open_model
 from ffnlab.results import Estimate, Line, Result, Series, Table
 
 MODELS = ("smollm2", "minilm")
-QUICK = {  # a few layers and rungs, 2k fit and 1k eval tokens: about a minute per model on two idle cores
+QUICK = {  # a few layers and rungs, 8k fit and 1k eval tokens: about a minute per model on two idle cores
     "smollm2": dict(layers=(2, 15, 28), rungs=("mean", "affine", "rank-64", "topk-10", "prune-act-50", "drop-attn")),
     "minilm": dict(layers=None, rungs=("mean", "affine", "rank-64", "topk-10", "prune-act-50", "drop-attn")),
 }
-TOKENS = {"quick": (2048, 1024, 64), "full": (16_384, 16_384, 128)}  # fit, eval, window length
+TOKENS = {"quick": (8192, 1024, 64), "full": (16_384, 16_384, 128)}  # fit (>= 8 D), eval, window length
 
 
 def open_windows(opened: Opened, data: str | None, fit_tokens: int, eval_tokens: int,
@@ -180,7 +180,7 @@ def pretrained_ladder(ctx: Context) -> Result:
         tables += t
         series += s
         est += e
-        caveats += opened.caveats
+        caveats += opened.caveats + res["warnings"]
         config[name] = {"fit_tokens": fit.numel(), "eval_tokens": ev.numel(), "seq_len": ev.shape[1],
                         "stored": str(out), "rungs": res["rungs"], "layers": [x["layer"] for x in res["layers"]]}
     return Result(
