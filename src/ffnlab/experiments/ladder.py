@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ffnlab.analysis.ladder import LadderConfig, ladder
+from ffnlab.analysis.ladder import LadderConfig, ladder, ladder_code
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.open import Opened, open_model
@@ -53,11 +53,12 @@ def open_windows(opened: Opened, data: str | None, fit_tokens: int, eval_tokens:
 
 def run_ladder(opened: Opened, fit: Tensor, ev: Tensor, cfg: LadderConfig, results: Path, out: str | Path | None = None,
                fresh: bool = False, progress: bool = True, data: str | None = None) -> tuple[dict, Path]:
-    """`ladder` on an opened model, kept in `out` (default results/ladder/NAME-FIT-EVAL-T), recorded in the store."""
+    """`ladder` on an opened model, kept in `out` (default results/ladder/NAME-FIT-EVAL-T-CODE: other code
+    starts a new ladder rather than mixing with an old one), recorded in the store."""
     from ffnlab.store import Store
 
     out = Path(out) if out is not None else (
-        results / "ladder" / f"{opened.name}-{fit.numel()}-{ev.numel()}-{ev.shape[1]}")
+        results / "ladder" / f"{opened.name}-{fit.numel()}-{ev.numel()}-{ev.shape[1]}-{ladder_code()[:8]}")
     if out.exists() and not out.is_dir():
         raise FFNLabError(f"--out {str(out)!r} is a file; give a directory")
     store = Store(results)
