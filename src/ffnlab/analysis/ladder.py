@@ -75,9 +75,10 @@ class LadderConfig:
             parse_rung(r)
 
     def fit_key(self) -> dict[str, Any]:
-        """The settings fitted statistics and transcoders depend on (not which layers or rungs)."""
+        """The settings stored fits and scores depend on (not which layers or rungs; the batch size sets which
+        windows a resample draws from)."""
         return {k: getattr(self, k) for k in ("ridge", "transcoder_width", "transcoder_k", "transcoder_epochs",
-                                              "transcoder_lr", "bootstrap", "seed", "batch_size")}
+                                              "transcoder_lr", "seed", "batch_size")}
 
 
 VERSION = 1  # bump when what a stored ladder record means changes

@@ -286,7 +286,11 @@ def fit_edit(rung: Rung, fit: LayerFit | None, ffn: dict[str, Tensor], transcode
         pos = (fit.pos_sum / fit.pos_n.clamp(min=1)[:, None]).float()
         if (fit.pos_n == 0).any():
             raise FFNLabError("pos-mean: the fit windows are shorter than the evaluation windows")
-        return Edit(rung, lambda x, out: pos[: out.shape[1]].to(out).expand_as(out), d, pos.numel())
+        def pos_mean(x: Tensor, out: Tensor) -> Tensor:
+            if out.shape[1] > len(pos):
+                raise FFNLabError(f"pos-mean: fitted on windows of {len(pos)} tokens, evaluated on {out.shape[1]}")
+            return pos[: out.shape[1]].to(out).expand_as(out)
+        return Edit(rung, pos_mean, d, pos.numel())
     if f == "resample":
         def resample(x: Tensor, out: Tensor) -> Tensor:
             if out.shape[0] < 2:
