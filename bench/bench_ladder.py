@@ -84,6 +84,13 @@ def _run(quick: bool) -> dict:
     tc_s = step * n_layers * 2 * TARGET_TOKENS / 1024  # 2 epochs over 16k fit tokens, every layer
 
     all_rungs = one_rung * n_rungs + fit_s + tc_s
+    # the arithmetic floor: every pass replays blocks i.. and the head over every eval token
+    from ffnlab.analysis.replay import blocks
+
+    block_params = [sum(p.numel() for p in blk.parameters()) for blk in blocks(model)]
+    head = model.vocab_size * model.d_model
+    pass_flops = [2 * (sum(block_params[i:]) + head) for i in range(n_layers)]  # per token, attention scores aside
+    ladder_pflop = n_rungs * sum(pass_flops) * TARGET_TOKENS / 1e15
     rows = [[f"full forward ({tokens} tokens)", full, 1.0]]
     rows += [[f"replay from layer {i}", replay[i], replay[i] / full] for i in depths]
     rows.append(["cache the streams (one forward)", cache_s, cache_s / full])
@@ -96,12 +103,16 @@ def _run(quick: bool) -> dict:
         "threads": 1, "load_average": [load_before, os.getloadavg()[0]], "tokens": tokens,
         "full_forward_s": full, "replay_s": replay, "cache_s": cache_s, "projection_min": {r[0]: r[1] for r in proj},
         "fit_state_bytes": {"tokens_256": small, "tokens_1024": large}, "fit_memory_flat": small == large,
+        "full_ladder_pflop": ladder_pflop,
         "tables": [{"title": "scoring one rung: replay from the cached stream vs a full forward (same windows)",
                     "columns": ["case", "seconds", "ratio to full forward"], "rows": rows},
                    {"title": "projected wall time (minutes, one thread) vs the issue's budget (two cores)",
                     "columns": ["work", "projected min", "budget min"], "rows": proj}],
         "notes": [f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on "
                   f"{os.cpu_count()} cores: timings are upper bounds on a shared machine",
+                  f"the full ladder's evaluation is {ladder_pflop:.2f} PFLOP ({n_rungs} rungs x {n_layers} layers x "
+                  f"{TARGET_TOKENS} tokens, replaying blocks i.. and the head): {ladder_pflop * 1e15 / BUDGET_ALL_S / 1e9:.0f}"
+                  " GFLOP/s sustained would be needed for the 45-minute budget",
                   f"fit statistics of all {n_layers} layers: {small / 2**20:.0f} MiB after 256 tokens, "
                   f"{large / 2**20:.0f} MiB after 1024 (flat: {small == large})"],
     }
