@@ -111,8 +111,8 @@ def _run(quick: bool) -> dict:
         "notes": [f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on "
                   f"{os.cpu_count()} cores: timings are upper bounds on a shared machine",
                   f"the full ladder's evaluation is {ladder_pflop:.2f} PFLOP ({n_rungs} rungs x {n_layers} layers x "
-                  f"{TARGET_TOKENS} tokens, replaying blocks i.. and the head): {ladder_pflop * 1e15 / BUDGET_ALL_S / 1e9:.0f}"
-                  " GFLOP/s sustained would be needed for the 45-minute budget",
+                  f"{TARGET_TOKENS} tokens, replaying blocks i.. and the head): "
+                  f"{ladder_pflop * 1e15 / BUDGET_ALL_S / 1e9:.0f} GFLOP/s sustained would meet the 45-minute budget",
                   f"fit statistics of all {n_layers} layers: {small / 2**20:.0f} MiB after 256 tokens, "
                   f"{large / 2**20:.0f} MiB after 1024 (flat: {small == large})"],
     }

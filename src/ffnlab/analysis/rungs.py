@@ -177,9 +177,9 @@ class LayerFit:
     def neuron_summary(self) -> dict[str, float]:
         """Dead neurons (never above eps), the share of activations above eps, open gates."""
         n = max(self.n, 1)
-        return {"dead": float((self.above == 0).double().mean()), "active": float(self.above.sum() / (n * len(self.above))),
-                "gate_open": float(self.gate_open.sum() / (n * len(self.above))), "eps": float(self.eps),
-                "tokens": self.n}
+        cells = n * len(self.above)
+        return {"dead": float((self.above == 0).double().mean()), "active": float(self.above.sum() / cells),
+                "gate_open": float(self.gate_open.sum() / cells), "eps": float(self.eps), "tokens": self.n}
 
 
 # -- fitted edits ------------------------------------------------------------------------------

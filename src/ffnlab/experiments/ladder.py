@@ -150,8 +150,9 @@ def model_sections(label: str, res: dict) -> tuple[list[Table], list[Series], li
     affine = [rec(i, "affine") for i in layers if rec(i, "affine") is not None]
     est = []
     if affine:
-        est.append(Estimate(f"{label}: layers whose affine fit recovers >= 90% of the loss", sum(a >= 0.9 for a in affine),
-                            sum(a >= 0.9 for a in affine), sum(a >= 0.9 for a in affine), [], f"of {len(affine)}"))
+        linear = sum(a >= 0.9 for a in affine)
+        est.append(Estimate(f"{label}: layers whose affine fit recovers >= 90% of the loss", linear, linear, linear,
+                            [], f"of {len(affine)}"))
         est.append(Estimate(f"{label}: median fraction recovered by the affine fit", _median(affine),
                             _median(affine), _median(affine), [], "fraction"))
     if any("drop-attn" in by[i]["rungs"] for i in layers):
@@ -186,7 +187,7 @@ def pretrained_ladder(ctx: Context) -> Result:
                         "stored": str(out), "rungs": res["rungs"], "layers": [x["layer"] for x in res["layers"]]}
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
-        method=f"Per layer, the FFN's output is replaced by each rung of the ladder (zero, mean, a least-squares affine "
+        method="Per layer, the FFN's output is replaced by each rung of the ladder (zero, mean, a least-squares affine "
                "map from the FFN's input, reduced-rank maps, per-token top-k neurons, static pruning, MoEfication, "
                "a TopK transcoder) fitted on fit windows and scored on disjoint eval windows of the study's text "
                f"({eval_tokens} eval tokens in windows of {seq_len}); the attention of the same layer is dropped "
