@@ -37,3 +37,9 @@ def test_sections_heatmap_and_frontier_come_from_the_ladder():
     assert math.isclose(next(e for e in est if "median" in e.quantity).mean,
                         sorted(x["rungs"]["affine"]["recovered"] for x in res["layers"])[0] / 2
                         + sorted(x["rungs"]["affine"]["recovered"] for x in res["layers"])[1] / 2)
+
+
+def test_c3_section_points_to_the_ladder():
+    from ffnlab.report.sections import claim_section
+
+    assert "pretrained-ladder" in claim_section("C3", [], []) and "pretrained-ladder" not in claim_section("C4", [], [])
