@@ -64,7 +64,7 @@ def _run(quick: bool) -> dict:
     per_layer = numpy.interp(range(n_layers), depths, [replay[d] for d in depths]).tolist()
     scale = TARGET_TOKENS / tokens
     one_rung = (sum(per_layer) + cache_s) * scale  # the zero rung it is scored against counts as one more
-    n_rungs = len(default_rungs(model.d_model, model.d_ff)) + 1  # + zero
+    n_rungs = len(default_rungs(model.d_model, model.d_ff))  # zero included
 
     fit_tokens = windows[:2]
     t0 = time.perf_counter()
