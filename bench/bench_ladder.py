@@ -78,12 +78,14 @@ def _run(quick: bool) -> dict:
 
     from ffnlab.analysis.transcoder import Transcoder, TranscoderTrainer
 
-    tc = TranscoderTrainer(Transcoder(model.d_model, 2 * model.d_ff, 32))
-    x = torch.randn(1024, model.d_model)
-    step = _time(lambda: tc.step(x, x), 3)
-    tc_s = step * n_layers * 2 * TARGET_TOKENS / 1024  # 2 epochs over 16k fit tokens, every layer
+    cfg = LadderConfig()
+    tc = TranscoderTrainer(Transcoder(model.d_model, 2 * model.d_ff, cfg.transcoder_k), cfg.transcoder_lr)
+    x = torch.randn(cfg.transcoder_batch, model.d_model)
+    step = _time(lambda: tc.step(x, x), 5)
+    tc_s = step * n_layers * cfg.transcoder_epochs * TARGET_TOKENS / cfg.transcoder_batch  # every layer, all epochs
 
-    all_rungs = one_rung * n_rungs + fit_s + tc_s
+    extra_passes = (cfg.transcoder_epochs - 1) * full * scale  # forwards that only train transcoders
+    all_rungs = one_rung * n_rungs + fit_s + extra_passes + tc_s
     # the arithmetic floor: every pass replays blocks i.. and the head over every eval token
     from ffnlab.analysis.replay import blocks
 
@@ -98,7 +100,9 @@ def _run(quick: bool) -> dict:
             [f"full ladder: {n_rungs} rungs x {n_layers} layers + fit + transcoders", all_rungs / 60,
              BUDGET_ALL_S / 60],
             ["  of which the fit pass (16k tokens, all layers)", fit_s / 60, None],
-            ["  of which transcoders (2 epochs, all layers)", tc_s / 60, None]]
+            [f"  of which transcoder steps ({cfg.transcoder_epochs} epochs, all layers)", tc_s / 60, None],
+            [f"  of which the {cfg.transcoder_epochs - 1} more passes that train only transcoders",
+             extra_passes / 60, None]]
     return {
         "threads": 1, "load_average": [load_before, os.getloadavg()[0]], "tokens": tokens,
         "full_forward_s": full, "replay_s": replay, "cache_s": cache_s, "projection_min": {r[0]: r[1] for r in proj},

