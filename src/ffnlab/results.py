@@ -84,7 +84,7 @@ class Series:
     x_label: str
     y_label: str
     lines: list[Line]
-    kind: str = "line"  # line | bar | scatter
+    kind: str = "line"  # line | bar | scatter | heatmap (one row per line, colour = y)
     log_x: bool = False
     log_y: bool = False
     note: str = ""

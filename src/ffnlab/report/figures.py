@@ -48,6 +48,11 @@ def _finite(v: object) -> bool:
 def svg(series: Series, fig_id: str) -> str:
     """The figure as an `<svg>` element (no XML prolog), scaled by CSS, ids prefixed by `fig_id`."""
     with matplotlib.rc_context(_STYLE):
+        if series.kind == "heatmap":
+            fig = Figure(figsize=(5.4, 1.6 + 0.22 * len(series.lines)), layout="constrained")
+            ax = fig.subplots()
+            _heatmap(fig, ax, series)
+            return _inline(_svg_text(fig, series), fig_id, series.title)
         rows = (len(series.lines) + 2) // 3  # legend rows below the axes
         fig = Figure(figsize=(5.4, 3.1 + 0.2 * rows), layout="constrained")
         ax = fig.subplots()
@@ -63,9 +68,34 @@ def svg(series: Series, fig_id: str) -> str:
         labelled = [ln for ln in series.lines if ln.label]
         if labelled:
             fig.legend(loc="outside lower center", ncols=min(3, len(labelled)), frameon=False, fontsize=9)
+    return _inline(_svg_text(fig, series), fig_id, series.title)
+
+
+def _svg_text(fig: Figure, series: Series) -> str:
+    with matplotlib.rc_context(_STYLE):
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    return _inline(buf.getvalue(), fig_id, series.title)
+    return buf.getvalue()
+
+
+def _heatmap(fig: Figure, ax: Axes, series: Series) -> None:
+    """kind="heatmap": one row per line (its label), columns at the lines' x, colour = y (NaN blank)."""
+    import numpy as np
+
+    xs = sorted({x for ln in series.lines for x in ln.x})
+    grid = np.full((len(series.lines), len(xs)), np.nan)
+    for r, ln in enumerate(series.lines):
+        for x, y in zip(ln.x, ln.y):
+            grid[r, xs.index(x)] = y if _finite(y) else np.nan
+    lo = max(-1.0, float(np.nanmin(grid))) if np.isfinite(grid).any() else 0.0
+    hi = max(lo + 1e-9, float(np.nanmax(grid))) if np.isfinite(grid).any() else 1.0
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest", vmin=lo, vmax=hi)
+    ax.set_yticks(range(len(series.lines)), [ln.label for ln in series.lines], fontsize=7.5)
+    step = max(1, len(xs) // 15)
+    ax.set_xticks(range(0, len(xs), step), [f"{xs[i]:g}" for i in range(0, len(xs), step)])
+    ax.set_xlabel(series.x_label)
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=series.y_label)
 
 
 def _draw(ax: Axes, series: Series) -> None:

@@ -10,6 +10,10 @@ from ffnlab.report.load import Failure, StoredStudy
 from ffnlab.results import Result
 
 LONG_TABLE = 12  # rows; longer tables start folded
+SEE_ALSO = {  # claim -> (experiment filed under another claim, what it shows for this one)
+    "C3": ("pretrained-ladder", "how linear each FFN of SmolLM2 and MiniLM is, layer by layer: the fraction of "
+                                "loss a fitted affine map recovers (replacement ladder, under C6)"),
+}
 
 
 def result_id(r: Result) -> str:
@@ -25,6 +29,9 @@ def claim_section(claim_id: str, results: list[Result], failures: list[Failure])
         parts.append(f'<blockquote class="statement">{esc(c.statement)}</blockquote>')
     if not results:
         parts.append('<p class="note">No stored result for this claim yet.</p>')
+    if claim_id in SEE_ALSO:
+        name, what = SEE_ALSO[claim_id]
+        parts.append(f'<p class="note">See also <code>{esc(name)}</code> (when stored): {esc(what)}.</p>')
     parts += [_result(r) for r in results]
     for f in failures:
         parts.append(f'<p class="failure"><strong>{esc(f.name)}</strong> ({esc(f.mode)}) failed: '

@@ -1,0 +1,205 @@
+"""The replacement ladder on real models: how linear each FFN is (C3), how far each can be compressed (C6).
+
+    fit, ev = open_windows(opened, data, fit_tokens, eval_tokens, seq_len)
+    summary, out = run_ladder(opened, fit, ev, LadderConfig(...), results)    # recorded in the run store
+    experiment "pretrained-ladder"     SmolLM2-135M and all-MiniLM-L6-v2, layer x rung
+
+The ladder itself is `ffnlab.analysis.ladder`; this module picks the text, keeps the ladder in
+the results directory (resumable), and turns stored ladders into the report's tables and figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ffnlab.analysis.ladder import LadderConfig, ladder, ladder_code
+from ffnlab.errors import FFNLabError
+from ffnlab.experiments.registry import Context, experiment
+from ffnlab.open import Opened, open_model
+from ffnlab.results import Estimate, Line, Result, Series, Table
+
+MODELS = ("smollm2", "minilm")
+QUICK = {  # a few layers and rungs, 8k fit and 1k eval tokens: about a minute per model on two idle cores
+    "smollm2": dict(layers=(2, 15, 28), rungs=("mean", "affine", "rank-64", "topk-10", "prune-act-50", "drop-attn")),
+    "minilm": dict(layers=None, rungs=("mean", "affine", "rank-64", "topk-10", "prune-act-50", "drop-attn")),
+}
+TOKENS = {"quick": (8192, 1024, 64), "full": (16_384, 16_384, 128)}  # fit (>= 8 D), eval, window length
+
+
+def open_windows(opened: Opened, data: str | None, fit_tokens: int, eval_tokens: int,
+                 seq_len: int) -> tuple[Tensor, Tensor]:
+    """Disjoint fit and eval windows (N, seq_len); eval comes first (validation text). Encoders with
+    [CLS]/[SEP] get them around each window, as they were trained to see text."""
+    tok = getattr(opened.model, "tokenizer", None)
+    wrap = not getattr(opened.model, "causal", True) and getattr(tok, "cls_token_id", None) is not None
+    body = seq_len - 2 if wrap else seq_len
+    if body < 2:
+        raise FFNLabError(f"--seq-len {seq_len} is too short for a window")
+    n_eval, n_fit = -(-eval_tokens // seq_len), -(-fit_tokens // seq_len)
+    need = (n_eval + n_fit) * body
+    tokens = opened.tokens_of(data, need)
+    if len(tokens) < need:
+        raise FFNLabError(f"the corpus gives {len(tokens)} tokens with {opened.name}'s tokenizer; "
+                          f"{need} are needed (fewer --fit-tokens/--eval-tokens, or more text via --data)")
+    windows = tokens[:need].view(-1, body)
+    if wrap:
+        n = len(windows)
+        windows = torch.cat([torch.full((n, 1), tok.cls_token_id), windows, torch.full((n, 1), tok.sep_token_id)], 1)
+    return windows[n_eval:], windows[:n_eval]  # fit, eval
+
+
+def run_ladder(opened: Opened, fit: Tensor, ev: Tensor, cfg: LadderConfig, results: Path, out: str | Path | None = None,
+               fresh: bool = False, progress: bool = True, data: str | None = None) -> tuple[dict, Path]:
+    """`ladder` on an opened model, kept in `out` (default results/ladder/NAME-FIT-EVAL-T-CODE: other code
+    starts a new ladder rather than mixing with an old one), recorded in the store."""
+    from ffnlab.store import Store
+
+    out = Path(out) if out is not None else (
+        results / "ladder" / f"{opened.name}-{fit.numel()}-{ev.numel()}-{ev.shape[1]}-{ladder_code()[:8]}")
+    if out.exists() and not out.is_dir():
+        raise FFNLabError(f"--out {str(out)!r} is a file; give a directory")
+    store = Store(results)
+    config = {"model": opened.name, "data": data, "fit_tokens": fit.numel(), "eval_tokens": ev.numel(),
+              "seq_len": ev.shape[1], "ladder": {k: v for k, v in cfg.__dict__.items()}}
+    run_id = store.start_run("ladder", config, name=opened.name)
+    try:
+        res = ladder(opened.model, fit, ev, cfg, out=out, fresh=fresh, progress=progress, name=opened.name)
+    except BaseException as err:
+        store.fail_run(run_id, f"{type(err).__name__}: {err}")
+        raise
+    store.add_artifact(run_id, "ladder", out)
+    store.finish_run(run_id, {"orig_loss": res["orig_loss"], "layers": len(res["layers"]),
+                              "affine_recovered": {x["layer"]: x["rungs"].get("affine", {}).get("recovered")
+                                                   for x in res["layers"]}})
+    return res, out
+
+
+# -- the study's experiment -------------------------------------------------------------------------
+def _frontier(rungs: dict) -> list[tuple[float, float, str]]:
+    """(FLOPs, recovered, rung) points no other rung beats on both, cheapest first."""
+    pts = sorted((r["flops"], r["recovered"], name) for name, r in rungs.items()
+                 if r["flops"] is not None and r["recovered"] is not None and r["recovered"] == r["recovered"])
+    out, best = [], float("-inf")
+    for p in pts:
+        if p[1] > best:
+            out.append(p)
+            best = p[1]
+    return out
+
+
+def cheapest(rungs: dict, share: float) -> tuple[str, float] | None:
+    """The rung of fewest FLOPs that recovers at least `share` of the loss, and its FLOPs."""
+    ok = [(r["flops"], name) for name, r in rungs.items()
+          if r["flops"] is not None and r["recovered"] is not None and r["recovered"] >= share]
+    return (min(ok)[1], min(ok)[0]) if ok else None
+
+
+def model_sections(label: str, res: dict) -> tuple[list[Table], list[Series], list[Estimate]]:
+    """Tables, figures and headline numbers of one model's stored ladder."""
+    rungs = [r for r in res["rungs"] if r not in ("zero", "drop-attn")]
+    layers = [x["layer"] for x in res["layers"]]
+    by = {x["layer"]: x for x in res["layers"]}
+
+    def rec(layer: int, rung: str) -> float | None:
+        return by[layer]["rungs"].get(rung, {}).get("recovered")
+
+    heat = Series(f"{label}: fraction of loss recovered, layer x rung", "layer", "fraction recovered",
+                  [Line(r, layers, [rec(i, r) if rec(i, r) is not None else float("nan") for i in layers])
+                   for r in rungs], kind="heatmap",
+                  note="1 = as good as the FFN, 0 = as bad as zeroing it; colours saturate below -1")
+    shown = layers if len(layers) <= 6 else [layers[round(k * (len(layers) - 1) / 5)] for k in range(6)]
+    frontier = Series(f"{label}: per-layer frontier, fraction recovered vs FLOPs", "FLOPs / original FFN",
+                      "fraction recovered", [Line(f"layer {i}", [p[0] for p in _frontier(by[i]["rungs"])],
+                                                  [p[1] for p in _frontier(by[i]["rungs"])]) for i in shown],
+                      note="the rungs no other rung beats on both axes, per layer")
+    drops = Series(f"{label}: loss increase when one sub-layer is dropped", "layer", "Δ loss",
+                   [Line("FFN", layers, [by[i]["rungs"]["zero"]["delta_loss"] for i in layers]),
+                    Line("attention", layers, [by[i]["rungs"].get("drop-attn", {}).get("delta_loss", float("nan"))
+                                               for i in layers])], kind="bar")
+    series = [heat, frontier, drops]
+    if res["last_n"]:
+        series.append(Series(f"{label}: dropping the last n FFNs together", "n", "Δ loss",
+                             [Line("last n FFNs", [d["n"] for d in res["last_n"]],
+                                   [d["delta_loss"] for d in res["last_n"]],
+                                   [(d["delta_loss_ci"][1] - d["delta_loss_ci"][0]) / 2 for d in res["last_n"]])]))
+    grid = Table(f"{label}: fraction of loss recovered (%) per layer and rung", ["layer", *rungs],
+                 [[i, *[None if rec(i, r) is None else 100 * rec(i, r) for r in rungs]] for i in layers],
+                 note="FLOPs per token vs the FFN: " + ", ".join(
+                     f"{r} {100 * by[layers[0]]['rungs'][r]['flops']:.0f}%" for r in rungs
+                     if r in by[layers[0]]["rungs"] and by[layers[0]]["rungs"][r]["flops"] is not None))
+    rows = []
+    for i in layers:
+        r, x = by[i]["rungs"], by[i]
+        aff = r.get("affine", {})
+        c90 = cheapest(r, 0.9)
+        rows.append([i, r["zero"]["delta_loss"], r.get("drop-attn", {}).get("delta_loss"),
+                     None if aff.get("recovered") is None else 100 * aff["recovered"],
+                     None if aff.get("recovered_ci") is None else f"[{100 * aff['recovered_ci'][0]:.1f}, "
+                                                                  f"{100 * aff['recovered_ci'][1]:.1f}]",
+                     aff.get("r2"), f"{c90[0]} ({100 * c90[1]:.0f}% FLOPs)" if c90 else "none",
+                     None if not x.get("neurons") else 100 * x["neurons"]["dead"],
+                     None if not x.get("neurons") else 100 * x["neurons"]["active"],
+                     None if not x.get("stream") else x["stream"]["ratio"]])
+    detail = Table(f"{label}: per layer", ["layer", "Δ loss drop FFN", "Δ loss drop attention", "affine recovered %",
+                                           "95% CI", "affine R²", "cheapest rung >= 90%", "dead neurons %",
+                                           "active %", "max/median |stream|"], rows,
+                   note=f"original loss {res['orig_loss']:.4f} on {res['windows']} eval windows")
+    affine = [rec(i, "affine") for i in layers if rec(i, "affine") is not None]
+    est = []
+    if affine:
+        linear = sum(a >= 0.9 for a in affine)
+        est.append(Estimate(f"{label}: layers whose affine fit recovers >= 90% of the loss", linear, linear, linear,
+                            [], f"of {len(affine)}"))
+        est.append(Estimate(f"{label}: median fraction recovered by the affine fit", _median(affine),
+                            _median(affine), _median(affine), [], "fraction"))
+    if any("drop-attn" in by[i]["rungs"] for i in layers):
+        worse = sum(by[i]["rungs"]["zero"]["delta_loss"] > by[i]["rungs"]["drop-attn"]["delta_loss"]
+                    for i in layers if "drop-attn" in by[i]["rungs"])
+        est.append(Estimate(f"{label}: layers where dropping the FFN costs more than dropping attention", worse, worse,
+                            worse, [], f"of {len(layers)}"))
+    return [grid, detail], series, est
+
+
+def _median(v: list[float]) -> float:
+    s = sorted(v)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
+
+@experiment("pretrained-ladder", claim="C6", version=1, order=59, seeded=False,
+            title="What each FFN of a real model can be replaced by (C3 and C6, layer by layer)")
+def pretrained_ladder(ctx: Context) -> Result:
+    fit_tokens, eval_tokens, seq_len = TOKENS[ctx.mode]
+    tables, series, est, config, caveats = [], [], [], {}, []
+    for name in MODELS:
+        opened = open_model(name, device=ctx.device, progress=ctx.progress)
+        fit, ev = open_windows(opened, ctx.data, fit_tokens, eval_tokens, min(seq_len, opened.max_positions or seq_len))
+        cfg = LadderConfig(**QUICK[name], last_n=()) if ctx.quick else LadderConfig()
+        res, out = run_ladder(opened, fit, ev, cfg, ctx.results, progress=ctx.progress, data=ctx.data)
+        t, s, e = model_sections(opened.name, res)
+        tables += t
+        series += s
+        est += e
+        caveats += opened.caveats + res["warnings"]
+        config[name] = {"fit_tokens": fit.numel(), "eval_tokens": ev.numel(), "seq_len": ev.shape[1],
+                        "stored": str(out), "rungs": res["rungs"], "layers": [x["layer"] for x in res["layers"]]}
+    return Result(
+        name="", claim="", title="", version=0, mode=ctx.mode,
+        method="Per layer, the FFN's output is replaced by each rung of the ladder (zero, mean, a least-squares affine "
+               "map from the FFN's input, reduced-rank maps, per-token top-k neurons, static pruning, MoEfication, "
+               "a TopK transcoder) fitted on fit windows and scored on disjoint eval windows of the study's text "
+               f"({eval_tokens} eval tokens in windows of {seq_len}); the attention of the same layer is dropped "
+               "for comparison. Fraction of loss recovered = (L_zero - L_rung) / (L_zero - L_orig), intervals by "
+               "a bootstrap over eval windows. SmolLM2: next-token loss. MiniLM (no head): 1 - cosine of the "
+               "mean-pooled sentence embedding to the original one, so L_orig = 0. "
+               + ("Quick mode: a few layers and rungs." if ctx.quick else "Full mode: every layer and rung."),
+        estimates=est, tables=tables, series=series,
+        caveats=caveats + ["C3 reading: a layer whose affine fit recovers nearly all the loss does little with its "
+                           "nonlinearity on this text; C6 reading: the cheapest rung that keeps >= 90% is how far "
+                           "the layer compresses without retraining.",
+                           "top-k FLOPs assume the kept neurons are known before they are computed (no predictor "
+                           "cost), as in Deja Vu's upper bound."],
+        config=config,
+    )

@@ -1,0 +1,151 @@
+import pytest
+import torch
+
+from ffnlab.analysis.ladder import LadderConfig, fit_layers, ladder
+from ffnlab.analysis.moments import Moments
+from ffnlab.analysis.rungs import parse_rung
+from ffnlab.analysis.transcoder import Transcoder, TranscoderTrainer
+from ffnlab.errors import FFNLabError
+from ffnlab.model import FFNConfig, Transformer, preset
+
+V = 256
+
+
+def model_with(kind: str, d_ff: int = 96, scale: float = 30.0, seed: int = 0) -> Transformer:
+    """A 2-layer decoder with FFN outputs and (tied) logits scaled up, so that replacing an FFN badly moves
+    the prediction clearly more than float rounding does."""
+    torch.manual_seed(seed)
+    m = Transformer(preset("tiny", n_layers=2, ffn=FFNConfig(kind=kind, d_ff=d_ff))).eval()
+    with torch.no_grad():
+        m.tok.weight.mul_(20)
+        for block in m.blocks:
+            block.ffn.fc_out.weight.mul_(scale)
+    return m
+
+
+def windows(n: int, seed: int, t: int = 24) -> torch.Tensor:
+    return torch.randint(0, V, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+def run(model, rungs, layers=(1,), fit=16, **cfg) -> dict:
+    cfg = LadderConfig(rungs=tuple(rungs), layers=layers, last_n=(), bootstrap=200, **cfg)
+    return ladder(model, windows(fit, 1), windows(8, 2), cfg, progress=False)
+
+
+def rungs_of(res: dict, layer: int = 1) -> dict:
+    return next(x for x in res["layers"] if x["layer"] == layer)["rungs"]
+
+
+def test_affine_rung_recovers_an_exactly_linear_ffn_and_zero_ablation_does_not():
+    r = rungs_of(run(model_with("linear"), ["affine", "mean"]))
+    assert r["zero"]["kl"] > 1e-3 and abs(r["zero"]["delta_loss"]) > 0.05  # the FFN matters here
+    assert r["affine"]["recovered"] == pytest.approx(1.0, abs=1e-4)
+    assert r["affine"]["r2"] > 1 - 1e-6 and r["affine"]["kl"] < 1e-6
+    assert r["zero"]["recovered"] == 0.0 and r["mean"]["r2"] < 0.5
+    assert r["affine"]["flops"] == pytest.approx(2 * 64 * 64 / (2 * 2 * 64 * 96))
+
+
+def test_rank_r_rung_recovers_a_rank_r_ffn_and_rank_r_minus_1_does_not():
+    m = model_with("linear")
+    with torch.no_grad():
+        m.blocks[1].ffn.fc_in.weight[3:] = 0  # out = W_out[:, :3] W_in[:3] x + b: rank 3
+    r = rungs_of(run(m, ["rank-3", "rank-2"]))
+    assert r["rank-3"]["recovered"] == pytest.approx(1.0, abs=1e-4) and r["rank-3"]["r2"] > 1 - 1e-6
+    assert abs(r["rank-2"]["recovered"] - 1) > 0.02 and r["rank-2"]["r2"] < 0.9
+    assert r["rank-2"]["kl"] > 1e4 * max(r["rank-3"]["kl"], 1e-12)
+
+
+def test_keeping_every_neuron_equals_the_original():
+    r = rungs_of(run(model_with("swiglu"), ["topk-100", "prune-act-0", "prune-random-0", "topk-10"]))
+    for name in ("topk-100", "prune-act-0", "prune-random-0"):
+        assert r[name]["delta_loss"] == 0.0 and r[name]["kl"] == 0.0 and r[name]["r2"] == 1.0
+        assert r[name]["recovered"] == 1.0
+    assert r["topk-10"]["r2"] < 0.99 and r["topk-10"]["flops"] == pytest.approx(0.1, abs=0.01)
+
+
+def sparse_relu_ffn(d: int = 16, f: int = 12, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    w_in, v = torch.randn(f, d, generator=g), torch.randn(f, d, generator=g)
+    return lambda x: torch.relu(x @ w_in.T - 2.0) @ v  # ~3.5 of 12 neurons active per token
+
+
+def test_topk_transcoder_recovers_a_hand_built_sparse_ffn():
+    torch.manual_seed(0)
+    ffn = sparse_relu_ffn()
+    tc = Transcoder(16, 24, 8)
+    trainer = TranscoderTrainer(tc, lr=1e-2)
+    for _ in range(3):
+        x = torch.randn(8192, 16)
+        for i in range(0, len(x), 128):
+            trainer.step(x[i:i + 128], ffn(x[i:i + 128]))
+    x = torch.randn(4000, 16)
+    linear = Moments.zeros(16, 16)
+    linear.add(x, ffn(x))
+    with torch.no_grad():
+        r2 = 1 - (tc(x) - ffn(x)).square().sum() / (ffn(x) - ffn(x).mean(0)).square().sum()
+    assert r2 > 0.97 and linear.r2(*linear.affine()) < 0.8  # the FFN is far from linear, the transcoder gets it
+    assert (tc.encode(x) != 0).sum(-1).max() <= 8
+
+
+def test_transcoder_rung_learns_a_sparse_ffn_inside_a_model():
+    m = model_with("mlp", d_ff=96, scale=1.0)
+    with torch.no_grad():  # 8 live neurons, each firing on a minority of tokens; the rest dead
+        ffn = m.blocks[1].ffn
+        ffn.fc_in.weight.normal_(0, 0.5)
+        ffn.fc_in.bias.fill_(-1.0)
+        ffn.fc_in.bias[8:] = -1e4
+        ffn.fc_out.weight.normal_(0, 1.0)
+    r = rungs_of(run(m, ["transcoder", "affine"], fit=48, transcoder_width=32, transcoder_k=8, transcoder_epochs=25,
+                     transcoder_lr=1e-2))
+    assert r["transcoder"]["r2"] > 0.9 and r["transcoder"]["r2"] > r["affine"]["r2"]
+
+
+def test_moments_merge_exactly_and_fitting_memory_does_not_grow_with_tokens():
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(600, 5, generator=g), torch.randn(5, 3, generator=g)
+    y = x @ w + 0.5
+    whole, a, b = Moments.zeros(5, 3), Moments.zeros(5, 3), Moments.zeros(5, 3)
+    whole.add(x, y)
+    a.add(x[:200], y[:200])
+    b.add(x[200:], y[200:])
+    merged = a.merge(b)
+    assert all(torch.allclose(getattr(whole, k), getattr(merged, k), rtol=1e-12) for k in ("xx", "xy", "yy"))
+    fit_w, fit_b = merged.affine(ridge=0)
+    assert torch.allclose(fit_w, w.double(), atol=1e-6) and torch.allclose(fit_b, torch.full((3,), 0.5).double(),
+                                                                         atol=1e-6)
+    model = model_with("swiglu")
+    cfg = LadderConfig(transcoder_width=32, transcoder_k=4, transcoder_epochs=1)
+
+    def state_bytes(n_windows: int) -> int:
+        fits, tcs = fit_layers(model, list(windows(n_windows, 3).split(8)), [0, 1], cfg, coact=True,
+                               transcoders=True)
+        assert fits[0].n == n_windows * 24
+        return sum(t.numel() * t.element_size() for f in fits.values() for t in f.state_dict().values()) + sum(
+            p.numel() * p.element_size() for tc in tcs.values() for p in tc.parameters())
+    assert state_bytes(8) == state_bytes(64)
+
+
+def test_resumed_ladder_equals_an_uninterrupted_one_and_other_settings_are_refused(tmp_path):
+    model = model_with("swiglu")
+    cfg = dict(rungs=("affine", "rank-4", "topk-25", "prune-weight-50", "moe-8x2", "resample", "drop-attn"),
+               last_n=(1, 2), bootstrap=100)
+    fit, ev = windows(16, 1), windows(8, 2)
+    whole = ladder(model, fit, ev, LadderConfig(**cfg), out=tmp_path / "a", progress=False)
+    ladder(model, fit, ev, LadderConfig(**cfg, layers=(1,)), out=tmp_path / "b", progress=False)  # "interrupted"
+    done = (tmp_path / "b" / "layers" / "layer-1.json").stat().st_mtime_ns
+    resumed = ladder(model, fit, ev, LadderConfig(**cfg), out=tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / "layers" / "layer-1.json").stat().st_mtime_ns == done  # read back, not redone
+    assert resumed["layers"] == whole["layers"] and resumed["last_n"] == whole["last_n"]
+    drop = rungs_of(whole, 0)["drop-attn"]
+    assert drop["recovered"] is None and drop["delta_loss"] != 0
+    with pytest.raises(FFNLabError, match="other eval"):
+        ladder(model, fit, windows(8, 5), LadderConfig(**cfg), out=tmp_path / "b", progress=False)
+
+
+def test_bad_rungs_and_layers_are_user_errors():
+    with pytest.raises(FFNLabError, match="accepted"):
+        parse_rung("rank-x")
+    with pytest.raises(FFNLabError, match="percent"):
+        parse_rung("topk-150")
+    with pytest.raises(FFNLabError, match="layers 0..1"):
+        run(model_with("mlp"), ["affine"], layers=(5,))

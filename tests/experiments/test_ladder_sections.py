@@ -1,0 +1,45 @@
+"""The ladder's report sections: computed from a stored ladder, heatmap and frontier drawn."""
+
+import math
+
+import torch
+
+from ffnlab.analysis.ladder import LadderConfig, ladder
+from ffnlab.experiments.ladder import _frontier, cheapest, model_sections
+from ffnlab.model import FFNConfig, Transformer, preset
+from ffnlab.report import figures
+
+
+def test_sections_heatmap_and_frontier_come_from_the_ladder():
+    torch.manual_seed(0)
+    model = Transformer(preset("tiny", n_layers=2, ffn=FFNConfig(kind="swiglu", d_ff=96))).eval()
+    g = torch.Generator().manual_seed(0)
+    fit, ev = torch.randint(0, 256, (8, 16), generator=g), torch.randint(0, 256, (4, 16), generator=g)
+    res = ladder(model, fit, ev, LadderConfig(rungs=("mean", "affine", "topk-100", "topk-10", "drop-attn"),
+                                              last_n=(1, 2), bootstrap=50), progress=False)
+    tables, series, est = model_sections("tiny", res)
+    heat = next(s for s in series if s.kind == "heatmap")
+    assert [ln.label for ln in heat.lines] == ["mean", "affine", "topk-100", "topk-10"]
+    assert heat.lines[2].y == [1.0, 1.0]  # keeping every neuron recovers everything, in every layer
+    grid = tables[0]
+    assert grid.rows[1][1:] == [100 * res["layers"][1]["rungs"][ln.label]["recovered"] for ln in heat.lines]
+    svg = figures.svg(heat, "fig-heat")
+    assert svg.startswith("<svg") and "topk-10" in svg and "affine" in svg
+    for s in series:
+        assert figures.svg(s, "f").startswith("<svg")
+    rungs = res["layers"][0]["rungs"]
+    front = _frontier(rungs)
+    assert [p[0] for p in front] == sorted(p[0] for p in front)
+    assert all(b[1] > a[1] for a, b in zip(front, front[1:]))  # each costlier point recovers more
+    name, flops = cheapest(rungs, 0.99)
+    assert rungs[name]["recovered"] >= 0.99 and all(
+        r["flops"] >= flops for r in rungs.values() if r["flops"] is not None and r["recovered"] >= 0.99)
+    assert math.isclose(next(e for e in est if "median" in e.quantity).mean,
+                        sorted(x["rungs"]["affine"]["recovered"] for x in res["layers"])[0] / 2
+                        + sorted(x["rungs"]["affine"]["recovered"] for x in res["layers"])[1] / 2)
+
+
+def test_c3_section_points_to_the_ladder():
+    from ffnlab.report.sections import claim_section
+
+    assert "pretrained-ladder" in claim_section("C3", [], []) and "pretrained-ladder" not in claim_section("C4", [], [])
