@@ -77,6 +77,12 @@ def process_group(device: str | torch.device = "auto") -> Iterator[torch.device]
     dist.init_process_group(backend(device), device_id=device if device.type == "cuda" else None)
     try:
         yield device
+    except RuntimeError as err:  # DistBackendError and gloo's errors are RuntimeErrors
+        if not (isinstance(err, dist.DistError) or "peer" in str(err)):
+            raise
+        # why: the rank that failed first printed its own error; this one only lost its peer
+        raise FFNLabError(f"process {rank()} of {world()} stopped: another process of the group failed "
+                          "(its error is above)") from None
     finally:
         dist.destroy_process_group()
 
