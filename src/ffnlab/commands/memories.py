@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="where the statistics go (default: results/neurons/MODEL-TOKENS)")
     p.add_argument("--results", help="results directory (default: $FFNLAB_RESULTS or ./results)")
     add_device_option(p)
+    p.add_argument("--device-map", choices=["auto"], help="spread a pretrained model too big for one device over "
+                   "the GPUs and the CPU (accelerate); --device is then ignored")
     add_nproc_option(p, "stream the tokens in N processes (each on its own GPU where there are GPUs) and "
                         "merge their statistics exactly")
 
@@ -46,9 +48,12 @@ def _run(args: argparse.Namespace, device) -> int:
     for flag in ("tokens", "seq_len", "batch_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise FFNLabError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    if args.device_map and ((args.nproc or 1) > 1 or dist.launched()):
+        raise FFNLabError("--device-map spreads one model over this node's devices; it does not combine with "
+                          "several processes (--nproc or torchrun)")
     cfg = StatsConfig(k=args.k)
     with dist.main_first():  # rank 0 converts and caches (a GGUF model, the corpus' tokens) for the others
-        opened = open_model(args.model, device=device)
+        opened = open_model(args.model, device=device, device_map=args.device_map)
         if args.seq_len is None:
             args.seq_len = min(128, opened.max_positions or 128)
         opened.check_window(args.seq_len)

@@ -4,6 +4,7 @@
     model = load("smollm2", device="auto")          # on cuda if present, else mps, else cpu
     model = load("minilm")                          # packaged BERT checkpoint directory
     model = load("/path/to/gpt2")                   # any local HF checkpoint (safetensors)
+    model = load("/path/to/big", device_map="auto") # split over the GPUs (and CPU) by accelerate
 
 Nothing is downloaded: HF_HUB_OFFLINE is set before transformers is used.
 """
@@ -130,11 +131,16 @@ def checkpoint(source: str | os.PathLike, progress: bool = True) -> tuple[str, P
 
 
 def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, verify: bool = True,
-         progress: bool = True, device: str | torch.device = "cpu") -> PretrainedModel:
+         progress: bool = True, device: str | torch.device = "cpu",
+         device_map: str | dict | None = None) -> PretrainedModel:
     """Load `source` (packaged name, checkpoint dir or GGUF file) and return its adapter, on `device`.
 
-    `dtype` defaults to float32; `device` is cpu, cuda, mps or auto. With `verify`, the hook
-    identities are checked on a sample and a model whose hooks do not mean what they say is refused.
+    `dtype` defaults to float32; `device` is cpu, cuda, mps or auto. `device_map` ("auto", or
+    accelerate's {module: device}) instead spreads a model too big for one device over the GPUs and
+    the CPU: accelerate's own hooks move each block's input to its device, ffnlab's hooks read every
+    activation where it was computed (`meta["device_map"]` says where each block went). With
+    `verify`, the hook identities are checked on a sample and a model whose hooks do not mean what
+    they say is refused.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = resolve_device(device)
@@ -150,13 +156,16 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
 
     try:
         with _quiet_transformers(progress):
-            hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
+            hf = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True, device_map=device_map)
             has_tokenizer = any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
             tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
     except HF_ERRORS as err:
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
     meta.update(architecture=cfg["model_type"], dtype=str(hf.dtype).removeprefix("torch."))
-    model = ADAPTERS[cfg["model_type"]](hf.to(device), tokenizer, meta)
+    if device_map is not None:
+        spread = getattr(hf, "hf_device_map", None) or {"": hf.device}  # none: it all fit on one device
+        meta["device_map"] = {name: str(where) for name, where in spread.items()}
+    model = ADAPTERS[cfg["model_type"]](hf if device_map is not None else hf.to(device), tokenizer, meta)
     model.meta["load_seconds"] = round(time.perf_counter() - t0, 2)
     if verify:
         model.meta["hook_check"] = model.verify()
