@@ -110,3 +110,26 @@ def test_parts_with_different_histogram_ranges_are_refused():
     b.update(torch.randn(8, 4) * 10, torch.arange(8, 16))
     with pytest.raises(FFNLabError, match="bin edges"):
         a.merge(b)
+
+
+def test_a_least_squares_fit_from_merged_shards_equals_the_fit_on_all_rows():
+    """What the replacement ladder streams: y ~ W x + b fitted from (co-)moments, merged from three
+    shards of rows, equals the fit on all rows at once (numerical rounding apart)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(300, 6, generator=g, dtype=torch.float64) * 2 + 1
+    y = x @ torch.randn(6, 3, generator=g, dtype=torch.float64) + 0.1 * torch.randn(300, 3, generator=g,
+                                                                                   dtype=torch.float64)
+    state = (0, torch.zeros(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64),
+             torch.zeros(6, 6, dtype=torch.float64))
+    fit = (0, torch.zeros(6, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+           torch.zeros(6, 3, dtype=torch.float64))
+    for rows in (slice(0, 70), slice(70, 71), slice(71, 300)):
+        xs, ys = x[rows], y[rows]
+        cx, cy = xs - xs.mean(0), ys - ys.mean(0)
+        state = merge_comoments(*state, len(xs), xs.mean(0), xs.mean(0), cx.T @ cx)
+        fit = merge_comoments(*fit, len(xs), xs.mean(0), ys.mean(0), cx.T @ cy)
+    w = torch.linalg.solve(state[3], fit[3])  # (6, 3)
+    b = fit[2] - fit[1] @ w
+    design = torch.cat([x, torch.ones(300, 1, dtype=torch.float64)], dim=1)
+    exact = torch.linalg.lstsq(design, y).solution
+    assert torch.allclose(w, exact[:6], atol=1e-10) and torch.allclose(b, exact[6], atol=1e-10)

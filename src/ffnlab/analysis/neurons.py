@@ -9,13 +9,15 @@ For each neuron of each layer (`blocks.{i}.ffn.hook_post`) over N tokens:
 - the fraction of tokens where the activation is above a threshold (sparsity);
 - a fixed-bin histogram per neuron, from which quantiles are read.
 
-Each batch is folded into the running state inside the hook (`capture(..., reduce=...)`),
+Each batch is folded into the running state inside the hook, on the device it was computed on,
 so no activation outlives its batch: memory is O(layers x neurons x (k + bins)), whatever N.
+Parts of a stream (ranks of a torch.distributed group) merge exactly (`LayerStats.merge`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import io
 import json
 import shutil
@@ -32,7 +34,7 @@ from ffnlab import distributed as dist
 from ffnlab.analysis.merge import merge_moments, merge_top_k, pad_top_k, top_k_sorted
 from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError
-from ffnlab.model.hooks import Hooked, capture
+from ffnlab.model.hooks import Hooked, hooks
 from ffnlab.results import atomic_write_bytes, atomic_write_text
 
 
@@ -435,9 +437,13 @@ def windows(tokens: Tensor, seq_len: int, batch_size: int, first: int = 0) -> It
     yield ((B, T) batch, (B*T,) global token indices)."""
     n_win = len(tokens) // seq_len
     for start in range(first, n_win, batch_size):
-        stop = min(start + batch_size, n_win)
-        batch = tokens[start * seq_len: stop * seq_len].view(stop - start, seq_len)
-        yield batch, torch.arange(start * seq_len, stop * seq_len)
+        yield window_batch(tokens, seq_len, start, min(start + batch_size, n_win))
+
+
+def window_batch(tokens: Tensor, seq_len: int, start: int, stop: int) -> tuple[Tensor, Tensor]:
+    """Windows `start` to `stop` (exclusive) of a 1-D stream: ((B, T) batch, (B*T,) global token indices)."""
+    batch = tokens[start * seq_len: stop * seq_len].view(stop - start, seq_len)
+    return batch, torch.arange(start * seq_len, stop * seq_len)
 
 
 def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: int = 8,
@@ -473,7 +479,7 @@ def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: 
         stats.layers = [layer if rank == 0 else _empty_like(layer) for layer in resume.layers]
     current: dict[str, Tensor] = {}
 
-    def fold(name: str, act: Tensor) -> Tensor:
+    def fold(name: str, act: Tensor) -> None:
         layer = names.index(name)
         if layer == len(stats.layers):
             stats.layers.append(LayerStats(act.shape[-1], stats.cfg, act.device))
@@ -483,7 +489,6 @@ def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: 
             stats.layers[layer].update(act.reshape(-1, act.shape[-1]), current["index"])
         if layer == len(names) - 1:
             raise _Stop  # why: the rest of the network (and the V-wide head) is not needed
-        return act.new_zeros(())
 
     def forward(batch: Tensor, index: Tensor) -> None:
         current["index"] = index.to(device, non_blocking=True)
@@ -493,23 +498,30 @@ def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: 
         except _Stop:
             pass
 
-    batches = list(windows(tokens, seq_len, batch_size, first))
-    rounds = -(-len(batches) // world)
+    n_batches = -(-(n_win - first) // batch_size)
+    rounds = -(-n_batches // world)
+
+    def batch(j: int) -> tuple[Tensor, Tensor]:  # made when needed: the pass holds no O(tokens) list
+        start = first + j * batch_size
+        return window_batch(tokens, seq_len, start, min(start + batch_size, n_win))
+
     bar = tqdm(total=n_win * seq_len, initial=done, unit="tok", unit_scale=True, desc="neuron stats",
                disable=not progress or rank != 0, dynamic_ncols=True)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type in ("cpu", "cuda"))
-    with torch.inference_mode(), capture(model, names, reduce=fold, device=None):
+    # plain hooks, not `capture`: a capture records one value per call, O(batches) over the pass
+    with torch.inference_mode(), hooks(model, {name: functools.partial(fold, name) for name in names}):
         if world > 1 and resume is None:
             # the histogram range of the first batch, for every rank (rank 0 folds that batch now)
             if rank == 0:
-                forward(*batches[0])
+                forward(*batch(0))
             current["edges"] = dist.broadcast(torch.stack([layer.edges for layer in stats.layers]) if rank == 0
                                               else torch.zeros(len(names), cfg.bins + 1, device=device))
         for step in range(rounds):
             j = step * world + rank
-            if j < len(batches) and not (j == 0 and "edges" in current):
-                forward(*batches[j])
-            bar.update(sum(b[1].numel() for b in batches[step * world: (step + 1) * world]))
+            if j < n_batches and not (j == 0 and "edges" in current):
+                forward(*batch(j))
+            windows_done = min(first + (step + 1) * world * batch_size, n_win) - first - step * world * batch_size
+            bar.update(max(0, windows_done) * seq_len)
             if step % 8 == 7:
                 _trim_heap()
             if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < rounds:
