@@ -133,3 +133,36 @@ def test_a_least_squares_fit_from_merged_shards_equals_the_fit_on_all_rows():
     design = torch.cat([x, torch.ones(300, 1, dtype=torch.float64)], dim=1)
     exact = torch.linalg.lstsq(design, y).solution
     assert torch.allclose(w, exact[:6], atol=1e-10) and torch.allclose(b, exact[6], atol=1e-10)
+
+
+def test_the_accelerator_fold_equals_the_cpu_fold(monkeypatch):
+    """The GPU way (stable-sort top-k, scatter histogram, no numpy, whole batches), forced on the CPU."""
+    import ffnlab.analysis.neurons as neurons
+
+    acts, cfg = coarse(700, 9, seed=5), StatsConfig(k=6, threshold=0.5, bins=10)
+    cpu = LayerStats(9, cfg)
+    for start in range(0, 700, 64):
+        cpu.update(acts[start:start + 64], torch.arange(start, min(start + 64, 700)))
+    monkeypatch.setattr(neurons, "_accelerated", lambda t: True)
+    gpu = LayerStats(9, cfg)
+    for start in range(0, 700, 64):
+        gpu.update(acts[start:start + 64], torch.arange(start, min(start + 64, 700)))
+    assert torch.equal(gpu.top_index, cpu.top_index) and torch.equal(gpu.top_values, cpu.top_values)
+    assert torch.equal(gpu.hist, cpu.hist) and torch.equal(gpu.above, cpu.above)
+    assert torch.allclose(gpu.mean, cpu.mean, rtol=1e-6, atol=1e-9) and torch.allclose(gpu.m2, cpu.m2, rtol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_statistics_on_a_gpu_match_the_cpu():
+    from ffnlab.analysis.neurons import neuron_stats
+    from ffnlab.model import FFNConfig, Transformer, preset
+
+    torch.manual_seed(0)
+    model = Transformer(preset("tiny", n_layers=2, ffn=FFNConfig(kind="swiglu", d_ff=48))).eval()
+    stream = torch.randint(256, (40 * 16,), generator=torch.Generator().manual_seed(0))
+    cpu = neuron_stats(model, stream, 16, 4, StatsConfig(k=4), dtype=None, progress=False)
+    gpu = neuron_stats(model.cuda(), stream, 16, 4, StatsConfig(k=4), dtype=None, progress=False)
+    for a, b in zip(cpu.layers, gpu.layers, strict=True):
+        assert b.top_index.device.type == "cpu" and b.count == a.count
+        assert torch.allclose(a.mean, b.mean, atol=1e-5) and torch.allclose(a.var, b.var, rtol=1e-3, atol=1e-6)
+        assert (a.top_index == b.top_index).double().mean() > 0.95  # GPU matmuls round differently
