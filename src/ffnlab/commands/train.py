@@ -146,8 +146,10 @@ def _run(args: argparse.Namespace, device) -> int:
     if args.nproc and not dist.launched():
         return relaunch(args)  # everything above checked once, here, before N processes start
     fn = train_or_reuse if args.reuse else train
-    result = fn(model_cfg, train_cfg, data, out, store=Store(root) if dist.is_main() else None, name=label,
-                progress=not args.quiet, resume=not args.no_resume, device=device)
+    with dist.main_first():
+        store = Store(root)  # every rank reads it (the same --reuse decision on all); rank 0 alone writes
+    result = fn(model_cfg, train_cfg, data, out, store=store, name=label, progress=not args.quiet,
+                resume=not args.no_resume, device=device)
     if not dist.is_main():
         return 0
     how = "reused finished run" if result.reused else "trained"
