@@ -147,10 +147,11 @@ def train_step(model: Transformer | DistributedDataParallel, opt: torch.optim.Op
             (total / len(batches)).backward()
         lms.append(lm.detach())
     loss = 0.0
-    if counts is not None:
+    if counts is not None:  # the shares of every rank add up to the global batch's loss
         loss = float(dist.all_sum(torch.stack(lms).sum().double())) / len(batches)
-    for lm in lms if counts is None else []:  # read after every micro-batch is queued: one wait per step
-        loss += lm.item() / len(batches)
+    else:
+        for lm in lms:  # read after every micro-batch is queued: one wait per step on an accelerator
+            loss += lm.item() / len(batches)
     if math.isfinite(loss):
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
