@@ -92,7 +92,13 @@ def to_device(tensors: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
-    """The device of a module's first parameter (or buffer); cpu for a module with neither."""
+    """Where a module's inputs go: the device of its first parameter (or buffer), cpu for a module with
+    neither; for a model spread over devices by accelerate (`device_map`), its first block's device."""
+    spread = getattr(getattr(module, "hf", module), "hf_device_map", None)
+    if spread:
+        first = next(iter(spread.values()))
+        return torch.device("cpu" if first in ("cpu", "disk") else f"cuda:{first}" if isinstance(first, int)
+                            else first)
     first = next(itertools.chain(module.parameters(), module.buffers()), None)
     return torch.device("cpu") if first is None else first.device
 

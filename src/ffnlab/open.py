@@ -40,13 +40,18 @@ class Opened:
             raise FFNLabError(f"seq_len={seq_len} exceeds {self.name}'s {self.max_positions} positions")
 
 
-def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu") -> Opened:
+def open_model(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu",
+               device_map: str | dict | None = None) -> Opened:
     """`spec`: an ffnlab run/checkpoint directory, or a pretrained name or path (`ffnlab.pretrained`), on
-    `device`. `tokens_of` gives CPU tensors; the analyses move them to the model's device."""
+    `device` (a pretrained model too big for one: `device_map="auto"`). `tokens_of` gives CPU tensors;
+    the analyses move them to the model's device."""
     from ffnlab.train.checkpoint import checkpoint_dir
 
     ckpt = checkpoint_dir(spec)
-    return open_run(ckpt, device) if ckpt is not None else open_pretrained(spec, dtype, progress, device)
+    if ckpt is not None and device_map is not None:
+        raise FFNLabError(f"{spec} is an ffnlab run: it loads whole, on one device (device_map is for pretrained "
+                          "models)")
+    return open_run(ckpt, device) if ckpt is not None else open_pretrained(spec, dtype, progress, device, device_map)
 
 
 def open_run(ckpt: Path, device: str = "cpu") -> Opened:
@@ -80,11 +85,12 @@ def open_run(ckpt: Path, device: str = "cpu") -> Opened:
                   model.config.vocab_size, own_tokens, caveats, model.config.max_seq_len)
 
 
-def open_pretrained(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu") -> Opened:
+def open_pretrained(spec: str, dtype: str = "bfloat16", progress: bool = True, device: str = "cpu",
+                    device_map: str | dict | None = None) -> Opened:
     from ffnlab.data.corpus import load_corpus
     from ffnlab.pretrained import load
 
-    model = load(spec, dtype=dtype, progress=progress, device=device)  # its hooks checked, as every load
+    model = load(spec, dtype=dtype, progress=progress, device=device, device_map=device_map)  # hooks checked
     tok = model.tokenizer
     if tok is None:
         raise FFNLabError(f"{spec} has no tokenizer ({model.meta.get('no_tokenizer', 'none found')}); "

@@ -3,7 +3,8 @@
 On a 2-core machine, two threads make a training step about 1.75x faster when the machine
 is idle, but several times slower when another process holds a core: OpenMP threads then
 wait for a core that is busy. So ffnlab uses the cores that were idle when it started
-(`FFNLAB_THREADS` overrides), decided once per process.
+(`FFNLAB_THREADS` overrides), decided once per process; the processes torchrun starts on one
+node (`LOCAL_WORLD_SIZE`) share them out.
 """
 
 from __future__ import annotations
@@ -27,4 +28,5 @@ def default_threads() -> int:
         load = os.getloadavg()[0]
     except OSError:
         load = 0.0
-    return max(1, min(cores, round(cores - load)))
+    per_node = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(cores, round(cores - load)) // per_node)

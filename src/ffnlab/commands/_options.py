@@ -39,3 +39,33 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     """--device auto|cpu|cuda|mps; a device that is not here is a usage error (exit 2)."""
     parser.add_argument("--device", default="auto", metavar="DEVICE", type=_device,
                         help="where models run: auto (cuda, else mps, else cpu; default), cpu, cuda[:N] or mps")
+
+
+def add_nproc_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--nproc N: relaunch the command in N processes through torchrun's engine (`relaunch`)."""
+    parser.add_argument("--nproc", type=_positive, metavar="N", help=what)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def relaunch(args: argparse.Namespace) -> int:
+    """Run the same command line, without --nproc, in `args.nproc` processes (`ffnlab.distributed.launch`)."""
+    from ffnlab.distributed import launch
+
+    argv, skip = [], False
+    for arg in args.argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    return launch(args.nproc, argv)

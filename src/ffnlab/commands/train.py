@@ -1,4 +1,9 @@
-"""`ffnlab train`: train a preset (or a config file's model) on a corpus and record the run."""
+"""`ffnlab train`: train a preset (or a config file's model) on a corpus and record the run.
+
+`--nproc N` trains with DistributedDataParallel in N processes on this machine (it launches
+`torchrun`'s engine); on a multi-GPU node, `torchrun --nproc-per-node N -m ffnlab train ...` does
+the same, and across nodes torchrun's own rendezvous options apply.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ffnlab.commands._options import add_device_option
+from ffnlab import distributed as dist
+from ffnlab.commands._options import add_device_option, add_nproc_option, relaunch
 from ffnlab.errors import FFNLabError
 from ffnlab.model import ModelConfig, preset
 from ffnlab.model.config import ffn_from_dict
@@ -44,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (on a busy shared CPU, 1 can be several times faster)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_option(p)
+    add_nproc_option(p, "train with DistributedDataParallel in N processes (gloo on CPU, NCCL on GPUs); "
+                        "--batch-size is the global batch, a multiple of N")
 
 
 def read_config(path: str) -> dict[str, Any]:
@@ -96,6 +104,11 @@ def build_configs(args: argparse.Namespace, file: dict[str, Any], vocab_size: in
 
 
 def run(args: argparse.Namespace) -> int:
+    with dist.process_group(args.device) as device:
+        return _run(args, device)
+
+
+def _run(args: argparse.Namespace, device) -> int:
     from ffnlab.data import prepare_data
     from ffnlab.store import Store
     from ffnlab.train import train, train_or_reuse
@@ -117,20 +130,31 @@ def run(args: argparse.Namespace) -> int:
     if vocab_size < 1:
         raise FFNLabError(f"vocab_size must be a positive integer, got {vocab_size}")
     root = results_dir(args.results)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, dist.main_first():  # rank 0 builds the token cache
         warnings.simplefilter("always")
         data = prepare_data(args.data or data_cfg.get("path"), args.tokenizer or data_cfg.get("tokenizer", "bpe"),
                             vocab_size, cache_dir=root / "cache")
-    for w in caught:
+    for w in caught if dist.is_main() else []:
         print(f"ffnlab train: note: {w.message}")
     model_cfg, train_cfg = build_configs(args, file, data.vocab_size)
+    nproc = args.nproc or dist.world()
+    if train_cfg.batch_size % nproc:
+        raise FFNLabError(f"--batch-size {train_cfg.batch_size} does not split evenly over {nproc} processes; "
+                          f"use a multiple of {nproc}")
     label = args.name or f"{preset_name(args, file)}-{model_cfg.ffn.kind}-s{train_cfg.seed}"
     out = Path(args.out) if args.out else root / "runs" / label
+    if args.nproc and not dist.launched():
+        return relaunch(args)  # everything above checked once, here, before N processes start
     fn = train_or_reuse if args.reuse else train
-    result = fn(model_cfg, train_cfg, data, out, store=Store(root), name=label, progress=not args.quiet,
-                resume=not args.no_resume, device=args.device)
+    with dist.main_first():
+        store = Store(root)  # every rank reads it (the same --reuse decision on all); rank 0 alone writes
+    result = fn(model_cfg, train_cfg, data, out, store=store, name=label, progress=not args.quiet,
+                resume=not args.no_resume, device=device)
+    if not dist.is_main():
+        return 0
     how = "reused finished run" if result.reused else "trained"
-    print(f"{how} {label}: run {result.run_id}, {result.steps} steps, val loss {result.val_loss:.4f} nats "
+    procs = f", {dist.world()} processes" if dist.world() > 1 else ""
+    print(f"{how} {label}: run {result.run_id}, {result.steps} steps{procs}, val loss {result.val_loss:.4f} nats "
           f"(ppl {result.val_ppl:.1f}), {result.tokens_per_second:,.0f} tokens/s, checkpoint in {result.out_dir}")
     ngram = result.summary.get("ngram_val")
     if ngram:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ffnlab import distributed as dist
 from ffnlab.analysis.attribution import attribute, neuron_effects, top_neurons
 from ffnlab.analysis.memories import agreement, layer_value_tokens, promotion, value_logits, value_tokens
 from ffnlab.analysis.neurons import NeuronStats, StatsConfig, neuron_stats
@@ -49,11 +50,15 @@ def memories(opened: Opened, tokens: Tensor, out: str | Path, cfg: StatsConfig =
         if old.cfg == cfg and old.seq_len == seq_len and torch.equal(old.tokens, tokens):
             resume = old
     if resume is None or resume.count < (len(tokens) // seq_len) * seq_len:
+        # under torch.distributed every rank streams its part; rank 0 saves the merged statistics
         stats = neuron_stats(opened.model, tokens, seq_len, batch_size, cfg, progress=progress, resume=resume,
                              checkpoint=lambda s: s.save(out, {"model": opened.name, "complete": False}))
-        stats.save(out, {"model": opened.name, "complete": True})
+        if dist.is_main():
+            stats.save(out, {"model": opened.name, "complete": True})
     else:
         stats = resume
+    if not dist.is_main():
+        return {"stats": stats, "agreement": [], "promotion": []}
     rows, promo = [], []
     for layer in range(opened.model.n_layers):
         if promote_tokens is None:

@@ -6,6 +6,7 @@
     model = load("/path/to/gpt2")                   # any local HF checkpoint (safetensors)
     model = load("Qwen/Qwen2.5-0.5B")               # a model id in the local Hugging Face cache
     model = load("gemma-3-1b-it-Q8_0.gguf")         # a GGUF file of any family transformers converts
+    model = load("/path/to/big", device_map="auto") # split over the GPUs (and CPU) by accelerate
 
 Nothing is downloaded: HF_HUB_OFFLINE is set before transformers is used.
 """
@@ -133,13 +134,17 @@ def checkpoint(source: str | os.PathLike, progress: bool = True) -> tuple[str, P
 
 
 def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, verify: bool = True,
-         progress: bool = True, device: str | torch.device = "cpu") -> PretrainedModel:
+         progress: bool = True, device: str | torch.device = "cpu",
+         device_map: str | dict | None = None) -> PretrainedModel:
     """Load `source` and return its adapter, on `device`.
 
     `source`: a packaged name, a checkpoint directory, a GGUF file, or a model id (`Qwen/Qwen2.5-0.5B`,
     `org/name@revision`) in the local Hugging Face cache. `dtype` defaults to float32; `device` is cpu,
     cuda, mps or auto. An architecture without a spec is refused before any weights are read, and a
     checkpoint whose weights do not cover the model's parameters is refused (never random-initialised).
+    `device_map` ("auto", or accelerate's {module: device}) instead spreads a model too big for one device
+    over the GPUs and the CPU: accelerate's own hooks move each block's input to its device, ffnlab's hooks
+    read every activation where it was computed (`meta["device_map"]` says where each block went).
     With `verify`, the hook identities are checked on a sample and a model whose hooks do not mean what
     they say is refused.
     """
@@ -158,7 +163,7 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
     try:
         with _quiet_transformers(progress):
             hf, info = cls.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
-                                           output_loading_info=True)
+                                           output_loading_info=True, device_map=device_map)
     except HF_ERRORS as err:
         raise FFNLabError(f"cannot load {path}: {type(err).__name__}: {err}") from None
     _check_coverage(path, info)
@@ -173,7 +178,10 @@ def load(source: str | os.PathLike, dtype: torch.dtype | str | None = None, veri
     meta.update(architecture=cfg["model_type"], dtype=str(hf.dtype).removeprefix("torch."))
     if tokenizer is None:
         meta["no_tokenizer"] = why
-    model = PretrainedModel(hf.to(device), tokenizer, meta)
+    if device_map is not None:
+        spread = getattr(hf, "hf_device_map", None) or {"": hf.device}  # none: it all fit on one device
+        meta["device_map"] = {name: str(where) for name, where in spread.items()}
+    model = PretrainedModel(hf if device_map is not None else hf.to(device), tokenizer, meta)
     model.meta["load_seconds"] = round(time.perf_counter() - t0, 2)
     if verify:
         model.meta["hook_check"] = model.verify()

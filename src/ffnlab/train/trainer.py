@@ -7,10 +7,19 @@ is interrupted and resumed ends with the same weights, bit for bit, as one that 
 (on the same machine with the same number of torch threads, which fixes the summation order).
 The device (`device="auto"|"cpu"|"cuda"|"mps"`) is not part of a run's identity: a checkpoint
 written on one device resumes on another, exactly so on the same device type (its RNG is saved).
+
+Under torch.distributed (`torchrun --nproc-per-node N -m ffnlab train ...`, or `ffnlab train
+--nproc N`) the model is wrapped in DistributedDataParallel (gloo on CPUs, NCCL on GPUs): every
+rank draws the same global batch and trains on its 1/N of the rows, and the loss is the global
+batch's mean (each rank's summed loss over the global count of predicted tokens), so the loss
+curve equals one process's at the same batch size to float rounding (MoE's load-balancing loss
+is the mean of the ranks' own). Rank 0 alone holds the lock, writes checkpoints and the store; a
+checkpoint resumes on any number of ranks. Held-out batches are shared out and their sums added.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,14 +29,17 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F_
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ffnlab import distributed as dist
 from ffnlab.data.ngram import beside
 from ffnlab.data.tokens import IGNORE, MLMData, TokenData
-from ffnlab.device import autocast, module_device, resolve_device, to_device
+from ffnlab.device import autocast, module_device, to_device
 from ffnlab.errors import FFNLabError
 from ffnlab.fingerprint import code_fingerprint
 from ffnlab.model import ModelConfig, Transformer
+from ffnlab.model.moe import MoE
 from ffnlab.store import Run, Store, config_hash
 from ffnlab.train.checkpoint import (CHECKPOINT, TrainerState, checkpoint_dir, clean_stale, load_model,
                                      load_trainer_state, locked, read_model_config, restore, save_checkpoint, seal,
@@ -97,30 +109,49 @@ def training_code(data: Data) -> str:
     return code_fingerprint("ffnlab.train.trainer", type(data).__module__)
 
 
-def loss_of(model: Transformer, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """(training loss incl. auxiliary losses, LM loss in nats)."""
+def loss_of(model: Transformer | DistributedDataParallel, inputs: Tensor, targets: Tensor,
+            count: int | None = None) -> tuple[Tensor, Tensor]:
+    """(training loss incl. auxiliary losses, LM loss in nats).
+
+    With `count` (DDP: `inputs` are this rank's rows of a global batch with `count` predicted
+    tokens), the LM loss is this rank's share of the global mean, and the training loss is scaled
+    by the number of ranks, which DDP's gradient averaging divides out again.
+    """
     logits = model(inputs)  # (B, T, V)
-    lm = F_.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-    aux = model.aux_loss()
-    return (lm + aux if aux is not None else lm), lm
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    aux = core.aux_loss()
+    if count is None:
+        lm = F_.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        return (lm + aux if aux is not None else lm), lm
+    lm = F_.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum") / count
+    total = lm * dist.world()
+    return (total + aux if aux is not None else total), lm
 
 
-def train_step(model: Transformer, opt: torch.optim.Optimizer, batches: list[tuple[Tensor, Tensor]],
-               cfg: TrainConfig) -> float:
+def train_step(model: Transformer | DistributedDataParallel, opt: torch.optim.Optimizer,
+               batches: list[tuple[Tensor, Tensor]], cfg: TrainConfig, counts: list[int] | None = None) -> float:
     """One optimizer step over `batches` (gradient accumulation, on the model's device); returns the mean LM loss.
 
+    `counts`: under DDP, the predicted tokens of each micro-batch's global batch (see `loss_of`);
+    the returned loss is then the global batch's, the same on every rank.
     A non-finite loss returns before the update, so the weights stay those of the last good step.
     """
     device = module_device(model)
     lms = []
-    for inputs, targets in batches:
-        with autocast(device, cfg.precision):
-            total, lm = loss_of(model, inputs, targets)
-        (total / len(batches)).backward()
+    for i, (inputs, targets) in enumerate(batches):
+        # DDP: gradients are averaged over ranks once per step, after the last micro-batch
+        last = i == len(batches) - 1
+        with contextlib.nullcontext() if counts is None or last else model.no_sync():
+            with autocast(device, cfg.precision):
+                total, lm = loss_of(model, inputs, targets, None if counts is None else counts[i])
+            (total / len(batches)).backward()
         lms.append(lm.detach())
     loss = 0.0
-    for lm in lms:  # read after every micro-batch is queued: one wait per step on an accelerator
-        loss += lm.item() / len(batches)
+    if counts is not None:  # the shares of every rank add up to the global batch's loss
+        loss = float(dist.all_sum(torch.stack(lms).sum().double())) / len(batches)
+    else:
+        for lm in lms:  # read after every micro-batch is queued: one wait per step on an accelerator
+            loss += lm.item() / len(batches)
     if math.isfinite(loss):
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
@@ -140,7 +171,7 @@ def evaluate(model: Transformer, data: Data, split: str = "val", batches: int = 
     model.eval()
     sums, count = [], 0
     try:
-        for i in range(batches):
+        for i in range(dist.rank(), batches, dist.world()):  # DDP: the ranks share the batches out
             batch = data.batch(split, i, batch_size, seq_len, seed)
             count += int((batch[1] != IGNORE).sum())  # counted on the CPU: no wait for the device
             inputs, targets = to_device(batch, device)
@@ -150,6 +181,10 @@ def evaluate(model: Transformer, data: Data, split: str = "val", batches: int = 
                                          reduction="sum"))
     finally:
         model.train(was_training)
+    if dist.world() > 1:
+        both = dist.all_sum(torch.stack([sum(sums, torch.zeros((), device=device)).double(),
+                                         torch.tensor(float(count), dtype=torch.float64, device=device)]))
+        return float(both[0]) / max(float(both[1]), 1.0)
     total = 0.0
     for part in sums:  # read once every batch is queued
         total += part.item()
@@ -185,12 +220,18 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Data, out_dir: s
           device: str | torch.device = "auto") -> TrainResult:
     """Train from scratch, or continue the checkpoint in `out_dir` when `resume` (the default), on `device`."""
     cfg, out_dir = train_cfg, Path(out_dir)
-    device = resolve_device(device)
+    device = dist.rank_device(device)
     data = for_model(model_cfg, data)
     _check(model_cfg, cfg, data)
-    with locked(out_dir):
-        clean_stale(out_dir)
-        return _train(model_cfg, cfg, data, out_dir, store, name, progress, resume, device)
+    if cfg.batch_size % dist.world():
+        raise FFNLabError(f"batch_size {cfg.batch_size} does not split evenly over {dist.world()} processes; "
+                          f"use a multiple of {dist.world()}")
+    with locked(out_dir) if dist.is_main() else contextlib.nullcontext():
+        if dist.is_main():
+            clean_stale(out_dir)
+        dist.barrier()  # the others read the checkpoint once rank 0 has tidied it
+        return _train(model_cfg, cfg, data, out_dir, store if dist.is_main() else None, name,
+                      progress and dist.is_main(), resume, device)
 
 
 def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: Data, out_dir: Path, store: Store | None, name: str,
@@ -205,7 +246,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: Data, out_dir: Path, 
     run_id = _open_run(store, state, model_cfg, cfg, data, name)
     state.run_id = run_id
     try:
-        _loop(model, opt, cfg, data, state, out_dir, store, name, progress)
+        _loop(model, _parallel(model, device), opt, cfg, data, state, out_dir, store, name, progress)
         val_loss = evaluate(model, data, "val", cfg.eval_batches, cfg.batch_size, cfg.seq_len, cfg.seed)
     except BaseException as err:
         if store is not None and run_id is not None:
@@ -213,12 +254,14 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: Data, out_dir: Path, 
         raise
     tps = state.tokens / state.seconds if state.seconds else 0.0
     code = training_code(data)
+    sealed = seal(out_dir / CHECKPOINT, state, code) if dist.is_main() else ""
     summary = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "steps": state.step,
                "tokens": state.tokens, "train_seconds": state.seconds, "tokens_per_second": tps,
                "params": sum(p.numel() for p in model.parameters()), "out_dir": str(out_dir.resolve()),
-               "device": device.type, "code": code, "weights_sha256": seal(out_dir / CHECKPOINT, state, code),
+               "device": device.type, "processes": dist.world(), "code": code, "weights_sha256": sealed,
                **beside(data, val_loss)}
-    clean_stale(out_dir)
+    if dist.is_main():
+        clean_stale(out_dir)
     if store is not None and run_id is not None:
         store.add_artifact(run_id, "checkpoint", out_dir / CHECKPOINT)
         store.finish_run(run_id, summary, wall_seconds=state.wall)
@@ -241,8 +284,25 @@ def _open_run(store: Store | None, state: TrainerState, model_cfg: ModelConfig, 
     return store.start_run("train", config, name=name, seed=cfg.seed, hash=h)
 
 
-def _loop(model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig, data: Data, state: TrainerState,
-          out_dir: Path, store: Store | None, name: str, progress: bool) -> None:
+def _parallel(model: Transformer, device: torch.device) -> Transformer | DistributedDataParallel:
+    """The model wrapped in DDP when several processes train it (itself in one)."""
+    if dist.world() == 1:
+        return model
+    # experts that get no tokens in a step have no gradient: DDP must look for them
+    sparse = any(isinstance(ffn, MoE) for ffn in model.ffns())
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=sparse)
+
+
+def _rank_rows(batch: tuple[Tensor, Tensor]) -> tuple[tuple[Tensor, Tensor], int]:
+    """This rank's rows of a global batch, and the batch's count of predicted tokens."""
+    rows = dist.my_part(batch[0].shape[0])
+    return (batch[0][rows], batch[1][rows]), int((batch[1] != IGNORE).sum())
+
+
+def _loop(model: Transformer, parallel: Transformer | DistributedDataParallel, opt: torch.optim.Optimizer,
+          cfg: TrainConfig, data: Data, state: TrainerState, out_dir: Path, store: Store | None, name: str,
+          progress: bool) -> None:
     bar = tqdm(total=cfg.steps * cfg.tokens_per_step, initial=state.step * cfg.tokens_per_step, unit="tok",
                unit_scale=True, disable=not progress, desc=name or "train", dynamic_ncols=True)
     last_good = state.step if checkpoint_dir(out_dir) else None
@@ -254,9 +314,12 @@ def _loop(model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig, data
             lr = lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            batches = [to_device(data.batch("train", step * cfg.grad_accum + micro, cfg.batch_size, cfg.seq_len,
-                                            cfg.seed), device) for micro in range(cfg.grad_accum)]
-            loss = train_step(model, opt, batches, cfg)
+            batches = [data.batch("train", step * cfg.grad_accum + micro, cfg.batch_size, cfg.seq_len, cfg.seed)
+                       for micro in range(cfg.grad_accum)]
+            counts = None
+            if parallel is not model:  # every rank draws the global batch and keeps its rows
+                batches, counts = map(list, zip(*(_rank_rows(b) for b in batches)))
+            loss = train_step(parallel, opt, [to_device(b, device) for b in batches], cfg, counts)
             if not math.isfinite(loss):
                 kept = f"the last good checkpoint (step {last_good}) is kept in {str(out_dir)!r}" \
                     if last_good is not None else "no checkpoint was written yet"
@@ -276,7 +339,8 @@ def _loop(model: Transformer, opt: torch.optim.Optimizer, cfg: TrainConfig, data
                 _record_eval(model, cfg, data, state, store, lr)
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                 state.wall = wall_before + time.perf_counter() - t_start
-                save_checkpoint(out_dir, model, opt, state, getattr(data, "tokenizer", None))
+                if dist.is_main():
+                    save_checkpoint(out_dir, model, opt, state, getattr(data, "tokenizer", None))
                 last_good = state.step
     finally:
         bar.close()
