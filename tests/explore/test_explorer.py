@@ -42,18 +42,22 @@ def test_overview_shows_each_layer_with_stored_numbers(server, explorer, tiny):
 
 
 def test_overview_shows_a_stored_ladder(explorer, tmp_path):
+    from ffnlab.analysis.ladder import LadderConfig
+    from ffnlab.experiments.ladder import run_ladder
     from ffnlab.explore import pages
     from ffnlab.explore.explorer import Explorer
-    from ffnlab.explore.stored import ladder_path
 
     ex = Explorer(explorer.opened, explorer.stats, explorer.stats_dir, tmp_path)
-    path = ladder_path(tmp_path, ex.name)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"rungs": ["linear"], "layers": [{"layer": 0, "linear": 0.125},
-                                                                {"layer": 1, "linear": 0.375}]}))
+    assert "not computed" in pages.overview(ex, pages.Links(served=True))
+    windows = explorer.opened.tokens_of(None, 4 * 32 * 6).view(-1, 32)
+    res, out = run_ladder(explorer.opened, windows[:16], windows[16:], LadderConfig(rungs=("affine",), last_n=(1,),
+                                                                                    bootstrap=20), tmp_path,
+                          progress=False)  # a real ladder, recorded in the store as `ffnlab ladder` does
     html = pages.overview(ex, pages.Links(served=True))
-    assert "ladder: linear" in html and ">0.125<" in html and ">0.375<" in html and "not computed" not in html
-    path.write_text("{")
+    assert "ladder: affine" in html and "not computed" not in html
+    for row in res["layers"]:  # the fraction of loss the affine map recovers, layer by layer
+        assert f">{pages._num(row['rungs']['affine']['recovered'])}<" in html
+    (out / "summary.json").write_text("{")
     with pytest.raises(FFNLabError, match="damaged ladder results"):
         pages.overview(ex, pages.Links(served=True))
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -319,7 +320,10 @@ def ladder(model, fit_windows: Tensor, eval_windows: Tensor, cfg: LadderConfig =
         if fit_windows.numel() < 8 * d and any(r.family in ("affine", "rank", "moe") for r in rungs):
             warnings.append(f"{fit_windows.numel()} fit tokens for a {d}-wide affine map (< 8 D): the linear fits "
                             "overfit the fit split and understate what a linear map can do")
-        return {"metric": Scorer(model).metric, "warnings": warnings, **summary}
+        result = {"metric": Scorer(model).metric, "warnings": warnings, **summary}
+        if out is not None:
+            store.write("summary.json", result)  # what readers of a finished ladder (the explorer) use
+        return result
     finally:
         if tmp is not None:
             tmp.cleanup()

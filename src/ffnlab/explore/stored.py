@@ -66,8 +66,8 @@ def stored_agreement(root: Path, stats_dir: Path) -> list[float] | None:
 
 @dataclass(frozen=True)
 class Ladder:
-    """Replacement-ladder results: per layer, one value per rung (e.g. loss increase when the FFN is
-    replaced by that rung), as `ffnlab ladder` stores them."""
+    """Replacement-ladder results: per layer, the fraction of loss each rung recovers,
+    (L_zero - L_rung) / (L_zero - L_orig), from the `ffnlab ladder` run that stored them."""
 
     rungs: list[str]
     by_layer: dict[int, dict[str, float]]
@@ -75,22 +75,34 @@ class Ladder:
 
 
 def ladder_path(root: Path, name: str) -> Path:
-    return root / "ladder" / f"{name}.json"
+    """Where `ffnlab ladder NAME` keeps its runs (one directory each)."""
+    return root / "ladder"
 
 
 def stored_ladder(root: Path, name: str) -> Ladder | None:
-    """The ladder of `name`, read from `root/ladder/NAME.json`: {"rungs": [...], "layers": [{"layer": i,
-    RUNG: value, ...}]}. Kept to this one function so that it follows the ladder's format when it lands."""
-    path = ladder_path(root, name)
-    if not path.is_file():
+    """The newest finished `ffnlab ladder` run of model `name` in the run store (its summary.json)."""
+    from ffnlab.store import Store
+
+    if not (root / "ffnlab.db").is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-        rungs = [str(r) for r in data["rungs"]]
-        by_layer = {int(row["layer"]): {r: float(row[r]) for r in rungs if r in row} for row in data["layers"]}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise FFNLabError(f"damaged ladder results in {str(path)!r}: {type(err).__name__}: {err}") from None
-    return Ladder(rungs, by_layer, path)
+    store = Store(root, readonly=True)
+    for run in store.runs(kind="ladder", status="finished"):  # newest first; a deleted directory is skipped
+        if run.name != name:
+            continue
+        out = store.artifacts(run.id).get("ladder")
+        path = Path(out) / "summary.json" if out else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+            rungs = [r for r in data["rungs"] if r not in ("zero", "drop-attn")]  # zero is the scale's 0
+            by_layer = {int(row["layer"]): {r: float(v["recovered"]) for r, v in row["rungs"].items()
+                                            if r in rungs and v.get("recovered") is not None}
+                        for row in data["layers"]}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise FFNLabError(f"damaged ladder results in {str(path)!r}: {type(err).__name__}: {err}") from None
+        return Ladder(rungs, by_layer, path)
+    return None
 
 
 @dataclass(frozen=True)
