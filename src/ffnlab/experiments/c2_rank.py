@@ -19,8 +19,8 @@ import math
 import torch
 
 from ffnlab.analysis.rank import VARIANTS, across_ffn, describe_ratio, rank_collapse
-from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name, train_ahead,
-                                      train_config, training_method)
+from ffnlab.experiments.common import (base_model, data, fit_variants, size, size_name, train_config,
+                                      training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import ModelConfig, Transformer
@@ -102,22 +102,21 @@ def rank_collapse_experiment(ctx: Context) -> Result:
     surg = {("init", v): [] for v in VARIANTS} | {("trained", v): [] for v in VARIANTS}
     built = {v: [] for v in cfgs}
     across = {"init": [], "trained": []}
-    jobs = [(seed, v) for seed in ctx.seeds for v in cfgs]
-    train_ahead(ctx, task, [(cfgs[v], train_config(ctx, seed), f"c2 {v} s{seed}") for seed, v in jobs])
-    with few_threads():
-        for seed, variant in progress_bar(jobs, ctx, "C2 rank collapse"):
-            tokens = task.batch("test", 5000, n_seq, length, seed)[0]
-            exempt = CONTROL if variant in ("attn+ffn", "attn-only") else ""
-            run = fit(ctx, cfgs[variant], train_config(ctx, seed), task, f"c2 {variant} s{seed}", exempt=exempt)
-            built[variant].append(rank_collapse(run.model, tokens, "full"))
-            if variant == "full":
-                torch.manual_seed(seed)
-                init = Transformer(cfgs["full"]).eval()
-                for v in VARIANTS:
-                    surg[("init", v)].append(rank_collapse(init, tokens, v))
-                    surg[("trained", v)].append(rank_collapse(run.model, tokens, v))
-                across["init"].append(across_ffn(init, tokens))
-                across["trained"].append(across_ffn(run.model, tokens))
+
+    def measure(seed: int, variant: str, run) -> None:
+        tokens = task.batch("test", 5000, n_seq, length, seed)[0]
+        built[variant].append(rank_collapse(run.model, tokens, "full"))
+        if variant == "full":
+            torch.manual_seed(seed)
+            init = Transformer(cfgs["full"]).eval()
+            for v in VARIANTS:
+                surg[("init", v)].append(rank_collapse(init, tokens, v))
+                surg[("trained", v)].append(rank_collapse(run.model, tokens, v))
+            across["init"].append(across_ffn(init, tokens))
+            across["trained"].append(across_ffn(run.model, tokens))
+
+    fit_variants(ctx, task, cfgs, "c2", exempt=lambda v: CONTROL if v in ("attn+ffn", "attn-only") else "",
+                 each=measure)
     floor = max(p.floor for profiles in [*built.values(), *surg.values()] for p in profiles)
 
     def rel(a: list, b: list) -> list[float]:  # paired over seeds, last layer

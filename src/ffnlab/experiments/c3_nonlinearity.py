@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name, train_ahead,
-                                      train_config, training_method)
+from ffnlab.experiments.common import (base_model, data, fit_variants, size, size_name, train_config,
+                                      training_method)
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import count_params, match_d_ff, match_depth, match_width
@@ -81,17 +81,14 @@ def linear_ffn_rank(model, tol: float = 1e-3) -> list[int]:
 def nonlinearity(ctx: Context) -> Result:
     task = data(ctx)
     cfgs = variants(ctx, task.vocab_size)
-    losses: dict[str, list[float]] = {name: [] for name in cfgs}
     ranks: list[list[int]] = []
-    jobs = [(seed, name) for seed in ctx.seeds for name in cfgs]
-    train_ahead(ctx, task, [(cfgs[n], train_config(ctx, seed), f"c3 {n} s{seed}") for seed, n in jobs])
-    with few_threads():
-        for seed, name in progress_bar(jobs, ctx, "C3 nonlinearity"):
-            run = fit(ctx, cfgs[name], train_config(ctx, seed), task, f"c3 {name} s{seed}",
-                      in_verdict=name in (GELU, LINEAR, NONE, *MATCHED))
-            losses[name].append(run.test_loss)
-            if name == LINEAR:
-                ranks.append(linear_ffn_rank(run.model))
+
+    def rank_of_linear(seed: int, name: str, run) -> None:
+        if name == LINEAR:
+            ranks.append(linear_ffn_rank(run.model))
+
+    losses = fit_variants(ctx, task, cfgs, "c3", in_verdict=lambda name: name in (GELU, LINEAR, NONE, *MATCHED),
+                          each=rank_of_linear)
     diff = lambda a, b: [x - y for x, y in zip(losses[a], losses[b])]  # noqa: E731
     best_none = [min(losses[m][i] for m in MATCHED) for i in range(len(ctx.seeds))]
     share = kept_share(losses[NONE], losses[LINEAR], losses[GELU])

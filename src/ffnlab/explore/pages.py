@@ -99,7 +99,7 @@ _ENV.filters.update(num=_num, pct=_pct, token=_token, hist=histogram_svg, onelin
 
 
 def render(template: str, ex: Explorer, links: Links, **context: object) -> str:
-    return _ENV.get_template(template).render(ex=ex, links=links, ladder_path=ladder_path(ex.root, ex.name),
+    return _ENV.get_template(template).render(ex=ex, links=links, ladder_path=ladder_path(ex.root),
                                               **context)
 
 

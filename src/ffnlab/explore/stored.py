@@ -74,7 +74,7 @@ class Ladder:
     source: Path
 
 
-def ladder_path(root: Path, name: str) -> Path:
+def ladder_path(root: Path) -> Path:
     """Where `ffnlab ladder NAME` keeps its runs (one directory each)."""
     return root / "ladder"
 
