@@ -38,6 +38,9 @@ def test_nonlinearity_matches_parameters_and_reuses_training(run_test_size):
     assert [q["name"] for q in r.training if not q["in_verdict"]] == [f"c3 {g} (matched params) s0"
                                                                        for g in ("swiglu", "reglu", "bilinear")]
     assert all(q["gap"] == q["best_ngram"] - q["test_loss"] and not q["meets"] for q in r.training)
+    # the GELU model is the reference (the size's bar); every other variant is compared with it (bar 0)
+    assert {q["name"]: (q["comparison"], q["bar"]) for q in r.training}["c3 gelu FFN s0"] == (False, 0.2)
+    assert all(q["comparison"] and q["bar"] == 0.0 for q in r.training if q["name"] != "c3 gelu FFN s0")
 
 
 def test_each_experiment_run_is_logged_in_the_store(run_test_size):

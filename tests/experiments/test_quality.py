@@ -14,8 +14,9 @@ from ffnlab.experiments.registry import Context, Experiment, apply_labels, reusa
 from ffnlab.results import INCONCLUSIVE, Result
 
 
-def quality(test_loss=1.5, best=2.0, bar=0.2, imp=0.001, plateau=True, exempt=""):
-    return Quality("m", 1, "mlp", 1e-3, 100, test_loss, 1000, best, "trigram", bar, imp, plateau, exempt)
+def quality(test_loss=1.5, best=2.0, bar=0.2, imp=0.001, plateau=True, exempt="", comparison=False):
+    return Quality("m", 1, "mlp", 1e-3, 100, test_loss, 1000, best, "trigram", bar, imp, plateau, exempt,
+                   comparison=comparison)
 
 
 @pytest.mark.parametrize("q, meets", [
@@ -25,10 +26,20 @@ def quality(test_loss=1.5, best=2.0, bar=0.2, imp=0.001, plateau=True, exempt=""
     (quality(imp=0.05, plateau=False), True),                  # quick: no plateau asked
     (quality(test_loss=2.5, exempt="a control"), True),        # an exempt control never blocks a verdict
     (quality(imp=None), False),                                # plateau asked but not measurable
+    # a comparison model (e.g. no FFN) has bar 0: it must beat the best n-gram at all, and plateau
+    (quality(test_loss=1.95, bar=0.0, comparison=True), True),
+    (quality(test_loss=2.0, bar=0.0, comparison=True), False),
+    (quality(test_loss=2.1, bar=0.0, comparison=True), False),
+    (quality(test_loss=1.95, bar=0.0, imp=0.05, comparison=True), False),
 ])
 def test_the_bar_can_be_met_and_missed(q, meets):
     assert q.meets is meets
     assert (q.shortfall() == "") is meets
+
+
+def test_a_comparison_models_shortfall_names_its_own_rule():
+    why = quality(test_loss=2.1, bar=0.0, comparison=True).shortfall()
+    assert "needs to beat it (a comparison model)" in why and "-0.100" in why
 
 
 def test_improvement_is_measured_over_the_last_fifth_of_the_steps():

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from ffnlab.experiments.c6_frontier import (BASELINE, PRUNE, PRUNE_WAYS, WIDE, prune_curve, thin_frontier,
                                             variants)
 from ffnlab.experiments.common import base_model, data, fit_variants, size, train_config, training_method
+from ffnlab.experiments.quality import comparison_deviation
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import count_params
 from ffnlab.results import Anchor, Criterion, Estimate, Line, Result, Series, Table
 
 COST = 0.05  # nats: what "at little cost" means for every question of this claim
+SEEN = comparison_deviation(2, "version 1's quick results (the baseline 0.29 nats below the best n-gram; low-rank "
+                               "0.12 below, short of the 0.2 bar, which made 'replace' inconclusive)")
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def _question(ctx: Context, q: Question) -> Result:
     if thin_frontier(ctx):
         names = [k for k in names if k not in ("ratio 2", "ratio 0.5", "ratio 8", WIDE, *q.others)]
     cfgs = {k: everything[k] for k in names}
-    losses = fit_variants(ctx, task, cfgs, f"c6 {q.name}")
+    losses = fit_variants(ctx, task, cfgs, f"c6 {q.name}", reference=lambda k: k == BASELINE)
     delta = {k: estimate(f"{k} minus baseline", [a - b for a, b in zip(losses[k], losses[BASELINE])], "nats")
              for k in cfgs if k != BASELINE}
     primary = estimate(q.criterion.quantity, delta[q.primary].per_seed, "nats")
@@ -97,12 +100,13 @@ def _question(ctx: Context, q: Question) -> Result:
     )
 
 
-@experiment("c6-shrink", claim="C6", version=1, order=61, title="Can the FFN be shrunk? Narrower FFNs vs the baseline")
+@experiment("c6-shrink", claim="C6", version=2, deviations=(SEEN,), order=61,
+            title="Can the FFN be shrunk? Narrower FFNs vs the baseline")
 def shrink(ctx: Context) -> Result:
     return _question(ctx, QUESTIONS["shrink"])
 
 
-@experiment("c6-share", claim="C6", version=1, order=62,
+@experiment("c6-share", claim="C6", version=2, deviations=(SEEN,), order=62,
             title="Can the FFN be shared? One FFN for every layer vs the baseline")
 def share(ctx: Context) -> Result:
     r = _question(ctx, QUESTIONS["share"])
@@ -113,7 +117,7 @@ def share(ctx: Context) -> Result:
     return r
 
 
-@experiment("c6-replace", claim="C6", version=1, order=63,
+@experiment("c6-replace", claim="C6", version=2, deviations=(SEEN,), order=63,
             title="Can the FFN be replaced? A mixture of experts at matched active compute, a low-rank FFN")
 def replace(ctx: Context) -> Result:
     return _question(ctx, QUESTIONS["replace"])

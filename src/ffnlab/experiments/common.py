@@ -78,7 +78,8 @@ def training_method(ctx: Context) -> str:
     return (f"Each model trains {s.steps} steps of {s.batch_size}x{s.seq_len} {s.tokenizer} tokens, seeds paired "
             f"(every variant of a seed sees the same batches), at the learning rate its FFN family won among "
             f"{', '.join(f'{lr:g}' for lr in s.lrs)} in {s.sweep_steps}-step runs judged on validation; losses are "
-            f"on the test split. A model must be >= {s.bar:g} nats below the best n-gram baseline{plateau}, "
+            f"on the test split. The reference model must be >= {s.bar:g} nats below the best n-gram "
+            f"baseline{plateau}, and every model it is compared with must beat that baseline{plateau}, "
             "else the verdict is inconclusive.")
 
 
@@ -258,36 +259,39 @@ class Fitted:
 
 
 def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str, exempt: str = "",
-        sweep: bool = True, in_verdict: bool = True) -> Fitted:
+        sweep: bool = True, in_verdict: bool = True, comparison: bool = False) -> Fitted:
     """Train (or reuse) a model at its family's learning rate and score it against its bar.
 
     The model's `Quality` is appended to `ctx.trained`; `exempt` says why the bar does not apply
     (a control built to be crippled); `in_verdict=False` marks a model the criterion does not use
-    (shown for reference: its shortfall is flagged, but does not withhold the verdict).
-    `sweep=False` keeps `train_cfg.lr` (a task with its own tuned schedule)."""
+    (shown for reference: its shortfall is flagged, but does not withhold the verdict);
+    `comparison=True` marks a variant compared with the experiment's reference model, whose bar is
+    to beat the best n-gram and plateau (`quality.COMPARISON_RULE`). `sweep=False` keeps `train_cfg.lr` (a task with its own tuned schedule)."""
     s = size(ctx)
     if sweep:
         train_cfg = at_family_lr(ctx, model_cfg, train_cfg, task)
     run = train_run(ctx, model_cfg, train_cfg, task, name)
     quality = assess(name, run, task, train_cfg.steps, train_cfg.lr, s.bar, s.plateau, s.seq_len, s.test_tokens,
-                     exempt, in_verdict)
+                     exempt, in_verdict, comparison)
     ctx.trained.append(quality)
     return Fitted(run.model, quality, run)
 
 
 def fit_variants(ctx: Context, task, cfgs: dict[str, ModelConfig], prefix: str,
                  in_verdict: Callable[[str], bool] = lambda name: True, exempt: Callable[[str], str] = lambda name: "",
-                 each: Callable[[int, str, Fitted], None] | None = None) -> dict[str, list[float]]:
+                 each: Callable[[int, str, Fitted], None] | None = None,
+                 reference: Callable[[str], bool] = lambda name: True) -> dict[str, list[float]]:
     """The seed x variant sweep: every variant of `cfgs` fitted for every seed of `ctx` (trained ahead
     when cores are idle, reused from the store when done before), its test loss per seed, and
-    `each(seed, name, fitted)` for whatever an experiment measures on the trained model."""
+    `each(seed, name, fitted)` for whatever an experiment measures on the trained model. Variants
+    for which `reference` is false are comparison models (`fit`'s `comparison`)."""
     jobs = [(seed, name) for seed in ctx.seeds for name in cfgs]
     train_ahead(ctx, task, [(cfgs[n], train_config(ctx, seed), f"{prefix} {n} s{seed}") for seed, n in jobs])
     losses: dict[str, list[float]] = {name: [] for name in cfgs}
     with few_threads():
         for seed, name in progress_bar(jobs, ctx, prefix):
             run = fit(ctx, cfgs[name], train_config(ctx, seed), task, f"{prefix} {name} s{seed}",
-                      exempt=exempt(name), in_verdict=in_verdict(name))
+                      exempt=exempt(name), in_verdict=in_verdict(name), comparison=not reference(name))
             losses[name].append(run.test_loss)
             if each is not None:
                 each(seed, name, run)

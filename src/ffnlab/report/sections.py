@@ -134,6 +134,8 @@ def training_table(qualities: list[dict], experiments: list[str] | None = None) 
         imp = q.get("improvement")
         plateau = "—" if imp is None else f"{100 * imp:.1f}% ({'yes' if q.get('plateaued') else 'no'})"
         standing = f"exempt: {q['exempt']}" if q.get("exempt") else ("meets the bar" if q["meets"] else "misses it")
+        if q.get("comparison") and not q.get("exempt"):
+            standing += " (comparison model: must beat the best n-gram)"
         if not q.get("in_verdict", True):
             standing += " (reference: the criterion does not use it)"
         row = [q["name"], q["family"], q["lr"], q["steps"], q["test_loss"], q["best_ngram"], q.get("ngram_order", ""),
