@@ -19,6 +19,10 @@ def test_rank_collapse_at_test_size(run_test_size):
     assert rows[("trained", "full")] == rows[("built+trained", "full")]
     assert [e.quantity for e in r.estimates][0] == r.criterion.quantity
     assert "In these models" in r.reason  # the plain statement of what prevents collapse
+    # the layered answer: at initialisation what prevents collapse is settled (Dong et al.); trained, suggested
+    settled, suggested = r.extra["statements"]
+    assert settled["level"] == "settled" and "at initialisation" in settled["text"] and "skip" in settled["text"]
+    assert suggested["level"] == "suggested" and "in trained models" in suggested["text"]
     assert [d.version for d in r.deviations] == [3, 4]  # criteria changed after versions 2 and 3 were seen
     across = r.tables[1].rows
     assert [row[0] for row in across] == ["init", "trained"] and len(across[0]) == n_layers + 1

@@ -77,7 +77,7 @@ def what_prevents(skip: float, ffn: float, pure: float) -> str:
     neither (`pure`), each relative to the full model's."""
     kept = CRITERION.threshold  # keeping half the full model's ratio counts as not collapsed
     if pure >= kept:
-        return (f"In these models attention trained without skip or FFN does not collapse at this depth (pure "
+        return (f"In these models attention without skip or FFN does not collapse at this depth (pure "
                 f"attention keeps {pure:.2g} of the full model's ratio), so neither component is needed to prevent "
                 f"it here; without FFN the model keeps {skip:.2g}, without skip {ffn:.2g}.")
     parts = [f"the skip connection {'prevents' if skip >= kept else 'does not prevent'} collapse (attention+skip "
@@ -146,6 +146,15 @@ def rank_collapse_experiment(ctx: Context) -> Result:
     plain = what_prevents(est[0].mean, *[estimate("", rel(built[v], built["full"])).mean
                                           for v in ("attn+ffn", "attn-only")])
     n_layers = cfgs["full"].n_layers
+    at_init = what_prevents(*[estimate("", rel(surg[("init", v)], surg[("init", "full")])).mean
+                              for v in ("attn+skip", "attn+ffn", "attn-only")])
+    statements = [  # for the layered answer (report.layers): at initialisation the outcome is Dong et al.'s theorem
+        {"level": "settled", "text": f"Rank collapse, at initialisation ({n_layers} layers, by surgery, mean of "
+                                     f"{len(ctx.seeds)} seed(s); Dong et al. 2021 prove it): "
+                                     + at_init.removeprefix("In these models ")},
+        {"level": "suggested", "text": "Rank collapse, in trained models: " + plain.removeprefix("In these models ")
+                                       + f" Across each trained FFN the ratio changes by x{est[6].mean:.3g} on "
+                                         "average (1 = no change)."}]
     xs = [float(i + 1) for i in range(n_layers)]
 
     def mean_line(label: str, profiles: list[list[float]]) -> Line:
@@ -193,4 +202,5 @@ def rank_collapse_experiment(ctx: Context) -> Result:
                  "collapse compared with Dong et al.'s norm-free analysis."],
         config={"models": {v: c.to_dict() for v, c in cfgs.items()}, "train": train_config(ctx, 0).to_dict(),
                 "sequences": n_seq, "tokens": length},
+        extra={"statements": statements},
     )

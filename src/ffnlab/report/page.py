@@ -8,8 +8,9 @@ from ffnlab.report import fmt, sections
 from ffnlab.report.answer import NO_VERDICT, UNMEASURED, answer, claim_verdict, headline
 from ffnlab.report.claims import CLAIMS, anchor_id, claim
 from ffnlab.report.html import badge, esc, table
+from ffnlab.report.layers import TITLES, layered_answer
 from ffnlab.report.load import StoredStudy
-from ffnlab.results import INCONCLUSIVE, code_version
+from ffnlab.results import INCONCLUSIVE, MIN_SEEDS, code_version
 
 QUESTION = "What does the feed-forward layer after attention do?"
 
@@ -100,7 +101,7 @@ footer{color:var(--muted);font-size:.85rem;margin-top:3rem;border-top:1px solid 
 def render_page(study: StoredStudy) -> str:
     grouped = study.by_claim()
     ids = list(CLAIMS) + [c for c in grouped if c not in CLAIMS]
-    body = [f"<h1>{esc(QUESTION)}</h1>", _answer(study), _overview(study, ids), sections.models_section(study),
+    body = [f"<h1>{esc(QUESTION)}</h1>", _layers(study), _answer(study), _overview(study, ids), sections.models_section(study),
             sections.deviations_section(study), _toc(study, ids)]
     if study.failures:
         body.append(_failures(study))
@@ -118,11 +119,35 @@ def render_page(study: StoredStudy) -> str:
             + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
 
 
+def _layers(study: StoredStudy) -> str:
+    """The opening: every statement with its confidence level (`report.layers`)."""
+    levels = layered_answer(study)
+    out = ['<section id="layers" class="answer"><h2>The answer, by how sure it is</h2>',
+           "<p>Each statement below is computed from the stored results and links to its evidence. "
+           "<em>Settled</em>: holds by construction or exact arithmetic. <em>Suggested</em>: a verdict from "
+           f"at least {MIN_SEEDS} paired seeds (or a deterministic measurement of a real model) on models that "
+           "clear their bar, its interval clear of the threshold. <em>Undecided</em>: why, and the command "
+           "that would decide it.</p>"]
+    for level, statements in levels.items():
+        out.append(f'<h3 id="level-{level}">{esc(TITLES[level])} ({len(statements)})</h3><ul>')
+        if not statements:
+            out.append("<li>None.</li>")
+        for s in statements:
+            item = f'<li class="{level}">{esc(s.text)} <a href="{s.href}">{esc(s.source)} →</a>'
+            if s.why:
+                item += f"<br><small>Why undecided: {esc(s.why)}."
+                item += f" Decided by: <code>{esc(s.command)}</code></small>" if s.command else "</small>"
+            out.append(item + "</li>")
+        out.append("</ul>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
 def _answer(study: StoredStudy) -> str:
     n = len(study.results)
     modes = sorted({r.mode for r in study.results})
     out = ['<section id="answer" class="answer">',
-           f"<p><strong>The short answer</strong>, from {n} stored experiment{'s' if n != 1 else ''} "
+           f"<p><strong>One verdict per claim</strong>, from {n} stored experiment{'s' if n != 1 else ''} "
            f"({', '.join(modes) or 'none'} mode), each judged against a criterion fixed before it ran"
            + (f'; not counted: <a href="#failures">{len(study.failures)} failed</a>' if study.failures else "")
            + ":</p>"]
