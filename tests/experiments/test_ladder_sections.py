@@ -5,7 +5,7 @@ import math
 import torch
 
 from ffnlab.analysis.ladder import LadderConfig, ladder
-from ffnlab.experiments.ladder import _frontier, cheapest, model_sections
+from ffnlab.experiments.ladder import _frontier, cheapest, model_sections, model_statements
 from ffnlab.model import FFNConfig, Transformer, preset
 from ffnlab.report import figures
 
@@ -37,9 +37,15 @@ def test_sections_heatmap_and_frontier_come_from_the_ladder():
     assert math.isclose(next(e for e in est if "median" in e.quantity).mean,
                         sorted(x["rungs"]["affine"]["recovered"] for x in res["layers"])[0] / 2
                         + sorted(x["rungs"]["affine"]["recovered"] for x in res["layers"])[1] / 2)
+    # the layered answer's sentences carry the same numbers: affine under C3, the drops under C6
+    linear, drops = model_statements("tiny", res)
+    affine = [x["rungs"]["affine"]["recovered"] for x in res["layers"]]
+    assert linear["claim"] == "C3" and f"in {sum(a >= 0.9 for a in affine)} of 2 layers" in linear["text"]
+    worse = sum(x["rungs"]["zero"]["delta_loss"] > x["rungs"]["drop-attn"]["delta_loss"] for x in res["layers"])
+    assert "claim" not in drops and f"attention in {worse} of 2 layers" in drops["text"]
 
 
 def test_c3_section_points_to_the_ladder():
     from ffnlab.report.sections import claim_section
 
-    assert "pretrained-ladder" in claim_section("C3", [], []) and "pretrained-ladder" not in claim_section("C4", [], [])
+    assert 'href="#exp-pretrained-ladder"' in claim_section("C3", [], []) and "pretrained-ladder" not in claim_section("C4", [], [])

@@ -163,6 +163,36 @@ def model_sections(label: str, res: dict) -> tuple[list[Table], list[Series], li
     return [grid, detail], series, est
 
 
+def model_statements(label: str, res: dict) -> list[dict]:
+    """What one model's ladder says, in sentences with their numbers, for the layered answer
+    (`report.layers`): deterministic measurements of a real model, so 'suggested', not settled."""
+    by = {x["layer"]: x["rungs"] for x in res["layers"]}
+    out = []
+    affine = {i: r["affine"]["recovered"] for i, r in by.items() if r.get("affine", {}).get("recovered") is not None}
+    if affine:
+        need = [i for i, a in affine.items() if a < 0.9]
+        out.append({"level": "suggested", "claim": "C3", "text": (
+            f"{label}: a least-squares affine map of the FFN's input recovers >= 90% of the loss the FFN accounts "
+            f"for in {len(affine) - len(need)} of {len(affine)} layers measured (median "
+            f"{100 * _median(list(affine.values())):.0f}%); the nonlinearity matters in layer"
+            f"{'s' if len(need) != 1 else ''} {', '.join(map(str, need)) or 'none'} "
+            f"(affine: {', '.join(f'{100 * affine[i]:.0f}%' for i in need) or '-'}).")})
+    dropped = [i for i, r in by.items() if "drop-attn" in r]
+    if dropped:
+        worse = [i for i in dropped if r_delta(by[i], "zero") > r_delta(by[i], "drop-attn")]
+        out.append({"level": "suggested", "text": (
+            f"{label}: dropping the FFN costs more than dropping the same layer's attention in {len(worse)} of "
+            f"{len(dropped)} layers (He et al. 2024 find attention the more redundant sub-layer in larger "
+            "models); median loss increase: FFN "
+            f"{_median([r_delta(by[i], 'zero') for i in dropped]):.3f}, attention "
+            f"{_median([r_delta(by[i], 'drop-attn') for i in dropped]):.3f}.")})
+    return out
+
+
+def r_delta(rungs: dict, rung: str) -> float:
+    return rungs[rung]["delta_loss"]
+
+
 def _median(v: list[float]) -> float:
     s = sorted(v)
     return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
@@ -172,7 +202,7 @@ def _median(v: list[float]) -> float:
             title="What each FFN of a real model can be replaced by (C3 and C6, layer by layer)")
 def pretrained_ladder(ctx: Context) -> Result:
     fit_tokens, eval_tokens, seq_len = TOKENS[ctx.mode]
-    tables, series, est, config, caveats = [], [], [], {}, []
+    tables, series, est, config, caveats, statements = [], [], [], {}, [], []
     for name in MODELS:
         opened = open_model(name, device=ctx.device, progress=ctx.progress)
         fit, ev = open_windows(opened, ctx.data, fit_tokens, eval_tokens, min(seq_len, opened.max_positions or seq_len))
@@ -182,6 +212,7 @@ def pretrained_ladder(ctx: Context) -> Result:
         tables += t
         series += s
         est += e
+        statements += model_statements(opened.name, res)
         caveats += opened.caveats + res["warnings"]
         config[name] = {"fit_tokens": fit.numel(), "eval_tokens": ev.numel(), "seq_len": ev.shape[1],
                         "stored": str(out), "rungs": res["rungs"], "layers": [x["layer"] for x in res["layers"]]}
@@ -201,5 +232,5 @@ def pretrained_ladder(ctx: Context) -> Result:
                            "the layer compresses without retraining.",
                            "top-k FLOPs assume the kept neurons are known before they are computed (no predictor "
                            "cost), as in Deja Vu's upper bound."],
-        config=config,
+        config=config, extra={"statements": statements},
     )

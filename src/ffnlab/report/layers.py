@@ -4,8 +4,9 @@ Every statement is computed from the stored results, carries its number and inte
 the experiment it comes from and links to it:
 
 - **Settled** -- what holds by construction or by exact arithmetic. Experiments declare these
-  themselves in `Result.extra["statements"]` (`{"level": "settled", "text": ...}`), because
-  only the experiment knows which of its numbers are exact.
+  themselves in `Result.extra["statements"]` (`{"level": "settled", "text": ..., "claim": ...}`,
+  the claim defaulting to the result's), because only the experiment knows which of its numbers
+  are exact.
 - **Suggested by the evidence** -- a decisive verdict (supported, partly supported, not
   supported) from at least 3 seeds, or from a deterministic measurement of a real model, on
   models that clear their bar, with an interval that does not straddle the criterion's
@@ -92,13 +93,13 @@ def _declared(r: Result) -> list[Statement]:
     out = []
     undecided = _why_undecided(r) if r.verdict else None
     for s in r.extra.get("statements", []):
-        level, text = s.get("level"), s.get("text", "")
+        level, text, about = s.get("level"), s.get("text", ""), s.get("claim", r.claim)
         if level not in (SETTLED, SUGGESTED) or not text:
             continue
         if level == SUGGESTED and undecided is not None:
-            out.append(Statement(UNDECIDED, r.claim, text, r.name, _href(r), *undecided))
+            out.append(Statement(UNDECIDED, about, text, r.name, _href(r), *undecided))
         else:
-            out.append(Statement(level, r.claim, text, r.name, _href(r)))
+            out.append(Statement(level, about, text, r.name, _href(r)))
     return out
 
 

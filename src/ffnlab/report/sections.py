@@ -31,7 +31,8 @@ def claim_section(claim_id: str, results: list[Result], failures: list[Failure])
         parts.append('<p class="note">No stored result for this claim yet.</p>')
     if claim_id in SEE_ALSO:
         name, what = SEE_ALSO[claim_id]
-        parts.append(f'<p class="note">See also <code>{esc(name)}</code> (when stored): {esc(what)}.</p>')
+        parts.append(f'<p class="note">See also <a href="#{slug("exp", name)}"><code>{esc(name)}</code></a> '
+                     f"(when stored): {esc(what)}.</p>")
     parts += [_result(r) for r in results]
     for f in failures:
         parts.append(f'<p class="failure"><strong>{esc(f.name)}</strong> ({esc(f.mode)}) failed: '
