@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import pkgutil
 import sys
@@ -83,7 +84,7 @@ def _one_line(err: BaseException) -> str:
 
 def environment() -> dict[str, str]:
     """Versions that decide whether numbers reproduce."""
-    env = {"python": platform.python_version(), "platform": platform.platform()}
+    env = {"python": platform.python_version(), "platform": platform.platform(), "cpu cores": str(os.cpu_count())}
     for pkg in ("torch", "transformers", "tokenizers", "numpy", "matplotlib"):
         try:
             env[pkg] = importlib.import_module(pkg).__version__
