@@ -48,4 +48,5 @@ def test_sections_heatmap_and_frontier_come_from_the_ladder():
 def test_c3_section_points_to_the_ladder():
     from ffnlab.report.sections import claim_section
 
-    assert 'href="#exp-pretrained-ladder"' in claim_section("C3", [], []) and "pretrained-ladder" not in claim_section("C4", [], [])
+    assert 'href="#exp-pretrained-ladder"' in claim_section("C3", [], [], {"pretrained-ladder"})
+    assert "pretrained-ladder</code> (not stored yet)" in claim_section("C3", [], []) and "pretrained-ladder" not in claim_section("C4", [], [])

@@ -22,10 +22,10 @@ from ffnlab.analysis.rank import VARIANTS, across_ffn, describe_ratio, rank_coll
 from ffnlab.experiments.common import (base_model, data, fit_variants, size, size_name, train_config,
                                       training_method)
 from ffnlab.experiments.quality import comparison_deviation
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import ModelConfig, Transformer
-from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Line, Result, Series, Table
+from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Line, Series, Table
 
 CRITERION = Criterion("last-layer residual ratio, built and trained without FFN (skips kept) / full model", "<", 0.5,
                       "95% t-interval over paired seeds below 0.5 (with skips, the FFN is what keeps token "
@@ -98,7 +98,7 @@ def what_prevents(skip: float, ffn: float, pure: float) -> str:
                                   "collapse no FFN was involved in"),
                         comparison_deviation(4, "version 3's quick results (the model built without FFN 0.04 nats "
                                                 "below the best n-gram, short of the 0.2 bar)")))
-def rank_collapse_experiment(ctx: Context) -> Result:
+def rank_collapse_experiment(ctx: Context) -> Findings:
     task = data(ctx)
     n_seq, length = MEASURE.get(size_name(ctx), (32, 128))
     cfgs = built_variants(ctx, task.vocab_size)
@@ -178,8 +178,7 @@ def rank_collapse_experiment(ctx: Context) -> Result:
     rows += [["built+trained", v, *cells(built[v])] for v in cfgs]
     layer_cols = [f"L{i + 1}" for i in range(n_layers)]
     across_rows = [[stage, *[f"{y:.3g}" for y in mean_line(stage, across[stage]).y]] for stage in across]
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=f"{n_layers}-layer pre-LN decoders (d={cfgs['full'].d_model}); ratio "
                f"measured on hook_resid_post of every block over {n_seq} test sequences of {length} tokens, "
                "norm sqrt(||.||_1 ||.||_inf), res(H) = H - 1 mean_row(H)^T; ratios below "

@@ -19,10 +19,10 @@ import torch
 from ffnlab.experiments.common import (base_model, data, fit_variants, size, size_name, train_config,
                                       training_method)
 from ffnlab.experiments.quality import comparison_deviation
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import count_params, match_d_ff, match_depth, match_width
-from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Line, Result, Series, Table
+from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Line, Series, Table
 
 CRITERION = Criterion("share of the FFN's gain the linear FFN keeps, (L_none - L_linear) / (L_none - L_gelu), "
                       "no FFN at the same depth", "<", 0.5,
@@ -81,7 +81,7 @@ def linear_ffn_rank(model, tol: float = 1e-3) -> list[int]:
                                   "activation, which is what the claim is about"),
                         comparison_deviation(4, "version 3's quick results (GELU 0.29 nats below the best n-gram; "
                                                 "linear FFN 0.10 and no FFN 0.04 below it, short of the 0.2 bar)")))
-def nonlinearity(ctx: Context) -> Result:
+def nonlinearity(ctx: Context) -> Findings:
     task = data(ctx)
     cfgs = variants(ctx, task.vocab_size)
     ranks: list[list[int]] = []
@@ -116,8 +116,7 @@ def nonlinearity(ctx: Context) -> Result:
             for name, v in losses.items()]
     s = size(ctx)
     left_out = [k for k in NOT_QUICK if k not in cfgs]
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=f"Decoders trained on the same corpus ({s.tokenizer} tokens, vocab {task.vocab_size}), one run per "
                f"variant and seed; test next-token loss. 'linear' keeps both FFN projections and drops the GELU: "
                f"{ffn_params:,} stored parameters per layer that compose to one affine map of rank <= {d} "

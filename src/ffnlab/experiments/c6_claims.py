@@ -13,16 +13,17 @@ frontier's (`c6_frontier`), trained once and reused from the store.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ffnlab.experiments.c6_frontier import (BASELINE, PRUNE, PRUNE_WAYS, WIDE, prune_curve, thin_frontier,
                                             variants)
 from ffnlab.experiments.common import base_model, data, fit_variants, size, train_config, training_method
 from ffnlab.experiments.quality import comparison_deviation
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import count_params
-from ffnlab.results import Anchor, Criterion, Estimate, Line, Result, Series, Table
+from ffnlab.results import Anchor, Criterion, Estimate, Line, Series, Table
 
 COST = 0.05  # nats: what "at little cost" means for every question of this claim
 SEEN = comparison_deviation(2, "version 1's quick results (the baseline 0.29 nats below the best n-gram; low-rank "
@@ -66,7 +67,7 @@ def question_verdict(q: Question, primary: Estimate, partial: Estimate | None) -
     return decide(q.criterion, primary, partial=cond)
 
 
-def _question(ctx: Context, q: Question) -> Result:
+def _question(ctx: Context, q: Question) -> Findings:
     task, s = data(ctx), size(ctx)
     everything = variants(base_model(ctx, task.vocab_size))
     names = [BASELINE, q.primary, *([q.partial] if q.partial else []), *q.others]
@@ -84,8 +85,7 @@ def _question(ctx: Context, q: Question) -> Result:
              *((delta[k].mean, delta[k].ci_low, delta[k].ci_high) if k in delta else (0.0, 0.0, 0.0))]
             for k in cfgs]
     left_out = [k for k in (q.partial, *q.others) if k and k not in cfgs]
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=f"{cfgs[BASELINE].n_layers}-layer decoders (d={cfgs[BASELINE].d_model}); each variant against the "
                f"baseline, paired by seed, on the test split ({s.tokenizer} tokens)"
                + (f"; the quick size leaves out {', '.join(left_out)}" if left_out else "") + ". "
@@ -102,24 +102,23 @@ def _question(ctx: Context, q: Question) -> Result:
 
 @experiment("c6-shrink", claim="C6", version=2, deviations=(SEEN,), order=61,
             title="Can the FFN be shrunk? Narrower FFNs vs the baseline")
-def shrink(ctx: Context) -> Result:
+def shrink(ctx: Context) -> Findings:
     return _question(ctx, QUESTIONS["shrink"])
 
 
 @experiment("c6-share", claim="C6", version=2, deviations=(SEEN,), order=62,
             title="Can the FFN be shared? One FFN for every layer vs the baseline")
-def share(ctx: Context) -> Result:
+def share(ctx: Context) -> Findings:
     r = _question(ctx, QUESTIONS["share"])
-    r.anchors = [Anchor("Pires et al. 2023 (WMT22 En-De BLEU)",
+    return dataclasses.replace(r, anchors=[Anchor("Pires et al. 2023 (WMT22 En-De BLEU)",
                         "baseline 35.6; one shared encoder FFN + no decoder FFN 35.3 (60% params); one wide "
                         "shared FFN 36.5", "; ".join(f"{e.quantity}: {e.mean:+.3f} nats" for e in r.estimates)
-                        + " (a decoder LM in nats, not translation BLEU: compare directions)")]
-    return r
+                        + " (a decoder LM in nats, not translation BLEU: compare directions)")])
 
 
 @experiment("c6-replace", claim="C6", version=2, deviations=(SEEN,), order=63,
             title="Can the FFN be replaced? A mixture of experts at matched active compute, a low-rank FFN")
-def replace(ctx: Context) -> Result:
+def replace(ctx: Context) -> Findings:
     return _question(ctx, QUESTIONS["replace"])
 
 
@@ -137,7 +136,7 @@ def prune_verdict(half: Estimate, vs_random: Estimate, third: Estimate) -> tuple
 
 @experiment("c6-prune", claim="C6", version=1, order=64,
             title="Can the trained FFN be pruned? Neurons zeroed by activation, by weight norm, at random")
-def prune(ctx: Context) -> Result:
+def prune(ctx: Context) -> Findings:
     task, s = data(ctx), size(ctx)
     cfgs = {BASELINE: variants(base_model(ctx, task.vocab_size))[BASELINE]}
     curves: list[dict[str, list[float]]] = []
@@ -156,8 +155,7 @@ def prune(ctx: Context) -> Result:
     weight = estimate("loss increase, 50% pruned by weight norm", cost("by weight norm", 0.5), "nats")
     verdict, reason = prune_verdict(half, vs_random, third)
     mean = {how: [estimate("", [c[how][i] for c in curves]) for i in range(len(PRUNE))] for how in PRUNE_WAYS}
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=f"The trained baseline ({cfgs[BASELINE].n_layers} layers, d={cfgs[BASELINE].d_model}); in every "
                "layer at once the lowest-scoring fraction of neurons is zeroed (ffn.hook_post), scored by mean "
                "|activation| on a training batch, by ||w_in|| ||w_out||, or at random; loss on 16 test sequences "

@@ -26,12 +26,12 @@ from ffnlab.analysis.accounting import flops_per_token
 from ffnlab.device import module_device, synchronize
 from ffnlab.experiments.common import (base_model, data, fit_variants, size, size_name, train_config,
                                       training_method)
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import estimate
 from ffnlab.model import ModelConfig, count_params, match_d_ff
 from ffnlab.model.hooks import ablate, capture
 from ffnlab.model.names import block_hook
-from ffnlab.results import Anchor, Line, Result, Series, Table
+from ffnlab.results import Anchor, Line, Series, Table
 
 PRUNE = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
 BASELINE = "ratio 4 (baseline)"
@@ -120,7 +120,7 @@ def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
 
 @experiment("efficiency-frontier", claim="C6", version=3, order=60,
             title="Loss vs parameters, FLOPs and latency: shrunk, shared, gated, MoE and low-rank FFNs")
-def efficiency_frontier(ctx: Context) -> Result:
+def efficiency_frontier(ctx: Context) -> Findings:
     """Descriptive: every variant on the three cost axes, Pareto fronts marked (verdicts: `c6_claims`)."""
     task, s = data(ctx), size(ctx)
     cfgs = variants(base_model(ctx, task.vocab_size))
@@ -151,8 +151,7 @@ def efficiency_frontier(ctx: Context) -> Result:
         return Series(title, x_label, "held-out loss (nats)", [Line(k, [x[k]], [mean[k]], [errs[k]]) for k in cfgs],
                       kind="scatter", log_x=log_x, note="Pareto front: " + ", ".join(sorted(front_of)))
 
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=f"{cfgs[BASELINE].n_layers}-layer decoders (d={cfgs[BASELINE].d_model}), one run per variant and "
                f"seed; test loss with its 95% interval over seeds; FLOPs per token at T={s.seq_len} from the "
                f"accounting; latency = median forward of 8x{s.seq_len} tokens, fp32, on the study's threads. "

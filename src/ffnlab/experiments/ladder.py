@@ -17,9 +17,9 @@ from torch import Tensor
 
 from ffnlab.analysis.ladder import LadderConfig, ladder, ladder_code
 from ffnlab.errors import FFNLabError
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.open import Opened, open_model
-from ffnlab.results import Estimate, Line, Result, Series, Table
+from ffnlab.results import Estimate, Line, Series, Table
 
 MODELS = ("smollm2", "minilm")
 QUICK = {  # a few layers and rungs, 8k fit and 1k eval tokens: about a minute per model on two idle cores
@@ -200,7 +200,7 @@ def _median(v: list[float]) -> float:
 
 @experiment("pretrained-ladder", claim="C6", version=1, order=59, seeded=False,
             title="What each FFN of a real model can be replaced by (C3 and C6, layer by layer)")
-def pretrained_ladder(ctx: Context) -> Result:
+def pretrained_ladder(ctx: Context) -> Findings:
     fit_tokens, eval_tokens, seq_len = TOKENS[ctx.mode]
     tables, series, est, config, caveats, statements = [], [], [], {}, [], []
     for name in MODELS:
@@ -216,8 +216,7 @@ def pretrained_ladder(ctx: Context) -> Result:
         caveats += opened.caveats + res["warnings"]
         config[name] = {"fit_tokens": fit.numel(), "eval_tokens": ev.numel(), "seq_len": ev.shape[1],
                         "stored": str(out), "rungs": res["rungs"], "layers": [x["layer"] for x in res["layers"]]}
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method="Per layer, the FFN's output is replaced by each rung of the ladder (zero, mean, a least-squares affine "
                "map from the FFN's input, reduced-rank maps, per-token top-k neurons, static pruning, MoEfication, "
                "a TopK transcoder) fitted on fit windows and scored on disjoint eval windows of the study's text "

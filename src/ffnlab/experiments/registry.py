@@ -1,7 +1,7 @@
 """The experiment registry: every claim test and study analysis, by name, with a version.
 
     @experiment("rank-collapse", claim="C2", version=1, title="...")
-    def rank_collapse(ctx: Context) -> Result: ...
+    def rank_collapse(ctx: Context) -> Findings: ...
 
 `run_experiment` reuses a stored result of the same name, mode, version, seeds, data and
 options that was produced by the same code (the fingerprint of the experiment's module and
@@ -25,7 +25,8 @@ from pathlib import Path
 from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
 from ffnlab.fingerprint import code_fingerprint
-from ffnlab.results import INCONCLUSIVE, INDICATIVE, MIN_SEEDS, Deviation, Result, code_version, results_dir
+from ffnlab.results import (INCONCLUSIVE, INDICATIVE, MIN_SEEDS, Anchor, Criterion, Deviation, Estimate, Result,
+                            Series, Table, code_version, results_dir)
 
 MODES = ("quick", "full")
 
@@ -49,12 +50,34 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Findings:
+    """What an experiment found, as it returns it; `run_experiment` builds the stored `Result` from it and
+    the experiment's registration (name, claim, version, seeds, deviations, code, provenance), so that no
+    experiment fills in -- or forgets -- what the registry knows. `title` overrides the registered one
+    (e.g. to name a model); `command` the default `ffnlab run NAME` line."""
+
+    method: str
+    criterion: Criterion | None = None
+    verdict: str | None = None
+    reason: str = ""
+    estimates: list[Estimate] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    series: list[Series] = field(default_factory=list)
+    anchors: list[Anchor] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # free-form (e.g. neuron examples, the layered answer's statements)
+    config: dict = field(default_factory=dict)  # what ran (models, schedules) beside the numbers
+    title: str = ""
+    command: str = ""
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     claim: str
     version: int
     title: str
-    fn: Callable[[Context], Result]
+    fn: Callable[[Context], Findings]
     default_seeds: dict[str, int]  # mode -> number of seeds
     order: int = 100  # position in the study
     seeded: bool = True  # False: a deterministic measurement, where seeds do not apply
@@ -73,8 +96,8 @@ EXPERIMENTS: dict[str, Experiment] = {}
 
 def experiment(name: str, claim: str, version: int, title: str, seeds: dict[str, int] | None = None,
                order: int = 100, seeded: bool = True, deviations: tuple[Deviation, ...] = ()
-               ) -> Callable[[Callable[[Context], Result]], Callable[[Context], Result]]:
-    def add(fn: Callable[[Context], Result]) -> Callable[[Context], Result]:
+               ) -> Callable[[Callable[[Context], Findings]], Callable[[Context], Findings]]:
+    def add(fn: Callable[[Context], Findings]) -> Callable[[Context], Findings]:
         EXPERIMENTS[name] = Experiment(name, claim, version, title, fn, seeds or {"quick": 1, "full": 3}, order,
                                        seeded, deviations)
         return fn
@@ -162,21 +185,24 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
                   options=dict(options or {}), device=device)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    result = exp.fn(ctx)
-    result.name, result.claim, result.version, result.mode = exp.name, exp.claim, exp.version, mode
-    result.deviations = list(exp.deviations)
-    result.title = result.title or exp.title
-    result.seeds = list(ctx.seeds)
-    result.config = {**result.config, "data": data, "options": dict(ctx.options),
-                     "device": resolve_device(device).type}  # provenance only: not part of the reuse key
-    result.code_version = code_version()
-    result.code_fingerprint = exp.fingerprint()
-    apply_labels(result, ctx, exp)
-    result.started = started
-    result.wall_seconds = time.perf_counter() - t0
+    found = exp.fn(ctx)
+    if isinstance(found, Result):  # TRANSITIONAL until every experiment returns Findings
+        found = Findings(**{f: getattr(found, f) for f in Findings.__dataclass_fields__})
+    if not isinstance(found, Findings):
+        raise TypeError(f"experiment {name} returned {type(found).__name__}; experiments return Findings")
     seeds_flag = f" --seeds {n_seeds}" if seeds is not None else ""
     data_flag = f" --data {data}" if data else ""
-    result.command = result.command or f"ffnlab run {name} --{mode}{seeds_flag}{data_flag}"
+    result = Result(
+        name=exp.name, claim=exp.claim, title=found.title or exp.title, version=exp.version, mode=mode,
+        method=found.method, criterion=found.criterion, verdict=found.verdict, reason=found.reason,
+        estimates=list(found.estimates), tables=list(found.tables), series=list(found.series),
+        anchors=list(found.anchors), caveats=list(found.caveats), deviations=list(exp.deviations),
+        extra=dict(found.extra), command=found.command or f"ffnlab run {name} --{mode}{seeds_flag}{data_flag}",
+        config={**found.config, "data": data, "options": dict(ctx.options),
+                "device": resolve_device(device).type},  # provenance only: not part of the reuse key
+        seeds=list(ctx.seeds), code_version=code_version(), code_fingerprint=exp.fingerprint(), started=started)
+    apply_labels(result, ctx, exp)
+    result.wall_seconds = time.perf_counter() - t0
     result.save(path)
     _record(root, result, path)
     return result

@@ -107,7 +107,8 @@ def render_page(study: StoredStudy) -> str:
         body.append(_failures(study))
     for claim_id in ids:
         body.append(sections.claim_section(claim_id, grouped.get(claim_id, []),
-                                           [f for f in study.failures if f.claim == claim_id]))
+                                           [f for f in study.failures if f.claim == claim_id],
+                                           {r.name for r in study.results}))
     body.append(sections.reproducibility(study))
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     body.append(f"<footer>Rendered {esc(now)} by ffnlab {esc(code_version())} from the results in "

@@ -20,7 +20,8 @@ def result_id(r: Result) -> str:
     return slug("exp", r.name)
 
 
-def claim_section(claim_id: str, results: list[Result], failures: list[Failure]) -> str:
+def claim_section(claim_id: str, results: list[Result], failures: list[Failure], stored: set[str] = frozenset()) -> str:
+    """One claim's section; `stored`: names of every stored result (a see-also links only to those)."""
     c = claim(claim_id)
     verdict = claim_verdict(results)
     parts = [f'<section id="{anchor_id(claim_id)}" class="claim">',
@@ -31,8 +32,9 @@ def claim_section(claim_id: str, results: list[Result], failures: list[Failure])
         parts.append('<p class="note">No stored result for this claim yet.</p>')
     if claim_id in SEE_ALSO:
         name, what = SEE_ALSO[claim_id]
-        parts.append(f'<p class="note">See also <a href="#{slug("exp", name)}"><code>{esc(name)}</code></a> '
-                     f"(when stored): {esc(what)}.</p>")
+        ref = (f'<a href="#{slug("exp", name)}"><code>{esc(name)}</code></a>' if name in stored
+               else f"<code>{esc(name)}</code> (not stored yet)")
+        parts.append(f'<p class="note">See also {ref}: {esc(what)}.</p>')
     parts += [_result(r) for r in results]
     for f in failures:
         parts.append(f'<p class="failure"><strong>{esc(f.name)}</strong> ({esc(f.mode)}) failed: '
