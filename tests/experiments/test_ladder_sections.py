@@ -49,4 +49,5 @@ def test_c3_section_points_to_the_ladder():
     from ffnlab.report.sections import claim_section
 
     assert 'href="#exp-pretrained-ladder"' in claim_section("C3", [], [], {"pretrained-ladder"})
-    assert "pretrained-ladder</code> (not stored yet)" in claim_section("C3", [], []) and "pretrained-ladder" not in claim_section("C4", [], [])
+    assert "pretrained-ladder</code> (not stored yet)" in claim_section("C3", [], [])
+    assert "pretrained-ladder" not in claim_section("C4", [], [])

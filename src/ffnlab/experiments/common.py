@@ -61,7 +61,8 @@ SIZES = {
     # quick: 1.6M tokens per model (0.4 of an epoch of the default corpus at character level), aimed at the
     # 20 minutes `make study` has on 2 CPU cores. Measured at this size: the GELU baseline ends 0.29 nats below
     # the best n-gram and SwiGLU 0.30 (the bar is 0.2); linear-FFN, low-rank and no-FFN models end between 0.14
-    # above and 0.12 below it, short of the bar, so the verdicts that need them are inconclusive in quick. Sweeps run a quarter of
+    # above and 0.12 below it, short of the bar, so the verdicts that need them are inconclusive in quick (until they
+    # became comparison models, whose bar is to beat the n-grams: see quality.COMPARISON_RULE). Sweeps run a quarter of
     # the steps: 80-step sweeps chose 0.004, worse than 0.01 at full length. full: 4.1M tokens (about one
     # epoch); three seeds of every experiment were projected at about 4.5 hours on 2 CPU cores
     "quick": Size("char", 128, 64, 4, 4, 128, 16, 800, 8, 4, 64, bar=0.2, plateau=False, lrs=(5e-3, 1e-2, 2e-2),
@@ -266,7 +267,8 @@ def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name
     (a control built to be crippled); `in_verdict=False` marks a model the criterion does not use
     (shown for reference: its shortfall is flagged, but does not withhold the verdict);
     `comparison=True` marks a variant compared with the experiment's reference model, whose bar is
-    to beat the best n-gram and plateau (`quality.COMPARISON_RULE`). `sweep=False` keeps `train_cfg.lr` (a task with its own tuned schedule)."""
+    to beat the best n-gram and plateau (`quality.COMPARISON_RULE`). `sweep=False` keeps `train_cfg.lr`
+    (a task with its own tuned schedule)."""
     s = size(ctx)
     if sweep:
         train_cfg = at_family_lr(ctx, model_cfg, train_cfg, task)

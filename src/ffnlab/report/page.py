@@ -101,7 +101,8 @@ footer{color:var(--muted);font-size:.85rem;margin-top:3rem;border-top:1px solid 
 def render_page(study: StoredStudy) -> str:
     grouped = study.by_claim()
     ids = list(CLAIMS) + [c for c in grouped if c not in CLAIMS]
-    body = [f"<h1>{esc(QUESTION)}</h1>", _layers(study), _answer(study), _overview(study, ids), sections.models_section(study),
+    body = [f"<h1>{esc(QUESTION)}</h1>", _layers(study), _answer(study), _overview(study, ids),
+            sections.models_section(study),
             sections.deviations_section(study), _toc(study, ids)]
     if study.failures:
         body.append(_failures(study))
