@@ -9,8 +9,9 @@ often one built weaker on purpose (no FFN, a linear or low-rank FFN) -- must bea
 n-gram at all (gap > 0) and plateau where the size asks: being weaker is its finding, not a
 sign of under-training, while its plateau, its tuned learning rate and the reference's full
 bar are what separate the two (`COMPARISON_RULE`). A model that misses its bar makes its
-experiment's verdict "inconclusive (under-trained)" (`registry.run_experiment`). Learning rates are chosen on the validation split from a short
-sweep per FFN family, cached in `<results>/lr-sweeps/`; numbers behind verdicts are on test.
+experiment's verdict "inconclusive (under-trained)" (`registry.run_experiment`). Learning rates
+are chosen on the validation split from a short sweep per FFN family, cached in
+`<results>/lr-sweeps/`; numbers behind verdicts are on test.
 """
 
 from __future__ import annotations
