@@ -38,7 +38,10 @@ def test_sections_heatmap_and_frontier_come_from_the_ladder():
                         sorted(x["rungs"]["affine"]["recovered"] for x in res["layers"])[0] / 2
                         + sorted(x["rungs"]["affine"]["recovered"] for x in res["layers"])[1] / 2)
     # the layered answer's sentences carry the same numbers: affine under C3, the drops under C6
-    linear, drops = model_statements("tiny", res)
+    linear, drops, *sparsity = model_statements("tiny", res)
+    topk = [x["rungs"]["topk-10"]["recovered"] for x in res["layers"]]
+    assert any("top 10% of FFN neurons" in t["text"] and f"in {sum(k >= 0.9 for k in topk)} of 2 layers" in t["text"]
+               for t in sparsity)
     affine = [x["rungs"]["affine"]["recovered"] for x in res["layers"]]
     assert linear["claim"] == "C3" and f"in {sum(a >= 0.9 for a in affine)} of 2 layers" in linear["text"]
     worse = sum(x["rungs"]["zero"]["delta_loss"] > x["rungs"]["drop-attn"]["delta_loss"] for x in res["layers"])
