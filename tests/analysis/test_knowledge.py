@@ -101,7 +101,7 @@ def test_refine_keeps_neurons_above_threshold_in_most_prompts():
 
 
 def test_matched_random_draws_from_the_same_layer_and_closest_activation():
-    mean_abs = torch.tensor([[1.0, 2.0, 4.0, 8.0, 16.0, 32.0], [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    mean_abs = torch.tensor([[1.0, 2.0, 4.0, 8.0, 16.0, 64.0], [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]])
     g = torch.Generator().manual_seed(0)
     picks = {tuple(matched_random([(0, 3)], mean_abs, g, avoid=[(0, 2)], pool=2)[0]) for _ in range(50)}
     assert picks == {(0, 4), (0, 1)}  # the two closest free ones (50 draws), never the avoided 2 or itself
