@@ -2,7 +2,7 @@
 
 import pytest
 
-from ffnlab.experiments.c7_neurons import QUICK, Fact, judge, method_text, unrelated_to
+from ffnlab.experiments.c7_neurons import QUICK, Fact, judge, method_text, round_robin, unrelated_to
 from ffnlab.results import INDICATIVE
 
 
@@ -56,6 +56,11 @@ def test_unrelated_facts_have_another_answer_and_another_relation_when_possible(
 
 
 def test_method_text_follows_the_config():
-    text = method_text("smollm2", QUICK, shipped=200, known=120, n_facts=3)
-    assert "120 of 200" in text and f"{QUICK.steps} path points" in text and f"up to {QUICK.prompts} prompts" in text
+    text = method_text("smollm2", QUICK, checked=5, n_facts=3)
+    assert "3 of the 5 checked" in text and f"{QUICK.steps} path points" in text and f"up to {QUICK.prompts} prompts" in text
     assert "Hase et al. 2023" in text and "Niu et al. 2024" in text
+
+
+def test_round_robin_takes_one_fact_of_each_relation_in_turn():
+    facts = [{"relation": r, "i": i} for i, r in enumerate("aaabbc")]
+    assert [f["i"] for f in round_robin(facts)] == [0, 3, 5, 1, 4, 2]

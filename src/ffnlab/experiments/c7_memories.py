@@ -1,8 +1,10 @@
 """Claim C7 — FFNs as key-value memories — on SmolLM2-135M (and any model with the hook contract).
 
     c7-kv-memories     trigger contexts of every neuron over a corpus (one streaming pass),
-                       values read in the vocabulary, key-value agreement per layer vs random
-                       (Geva et al. 2021), promotion vs elimination by sub-updates (Geva et al. 2022)
+                       values read in the vocabulary, key-value agreement per layer vs shuffled
+                       and unigram baselines, shallow trigger patterns vs random positions
+                       (Geva et al. 2021), promotion vs elimination by sub-updates against
+                       frequency-matched tokens (Geva et al. 2022); judged in `kv_controls`
     c7-fact-tracing    causal tracing of MLP vs attention states on shipped facts (Meng et al.
                        2022) and knowledge-neuron suppress / amplify (Dai et al. 2022)
 
