@@ -118,3 +118,23 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_items():
     assert bootstrap_mean([2.0]) == (2.0, 2.0, 2.0)
     with pytest.raises(ValueError):
         bootstrap_mean([])
+
+
+def test_the_experiment_measure_on_disjoint_fact_neurons_gives_specific_suppression():
+    """c7-knowledge-neurons' measurement end to end on the hand-built model: own neurons remove the
+    answer, matched random ones and unrelated facts do not move, so the criterion's quantities are ~1."""
+    from types import SimpleNamespace
+
+    from ffnlab.experiments.c7_neurons import Fact, NeuronsConfig, judge, measure
+
+    model = fact_model(FACTS)
+    facts = [Fact(f"fact {i}", f"relation {i % 2}", prompts_ending_in(cue, 3, seed=i), answer)
+             for i, (cue, answer) in enumerate(FACTS)]
+    cfg = NeuronsConfig(facts=4, prompts=3, steps=8, random_draws=2, unrelated=2)
+    res = measure(SimpleNamespace(model=model), facts, cfg)
+    for i, r in enumerate(res["records"]):
+        assert r["neurons"] == [[1, i]] and r["unrelated_facts"] == 2
+        assert r["own"] < -0.9 and abs(r["random"]) < 1e-4 and abs(r["unrelated"]) < 1e-4
+    assert res["overlap"]["recurring"] == {2: 0}
+    est, _, _, used = judge(res["records"])
+    assert used == 4 and est[0].ci_low > 0.9 and est[1].ci_low > 0.9
