@@ -152,8 +152,9 @@ def judge(records: list[dict]) -> tuple[list[Estimate], str, str, int]:
 def method_text(name: str, cfg: NeuronsConfig, checked: int, n_facts: int) -> str:
     return (f"{name}: shipped facts taken round-robin over relations; {n_facts} of the {checked} checked are "
             "answered with the model's top prediction on the canonical prompt and attributed, each on up to "
-            f"{cfg.prompts} prompts (the canonical one and paraphrases of the relation). Integrated gradients ({cfg.steps} path points from 0 to the actual activation, one layer "
-            "at a time, as Dai et al.) of p(answer) for every FFN neuron at the last position; a neuron is kept when "
+            f"{cfg.prompts} prompts (the canonical one and paraphrases of the relation). Integrated gradients "
+            f"({cfg.steps} path points from 0 to the actual activation, one layer at a time, as Dai et al.) of "
+            "p(answer) for every FFN neuron at the last position; a neuron is kept when "
             f"its attribution exceeds {cfg.threshold:g} x the prompt's best in more than {100 * cfg.majority:.0f}% of "
             f"the fact's prompts, at most {cfg.max_neurons} (strongest mean attribution first). Suppression zeroes "
             "the neurons at every position; effects are relative changes of p(answer), averaged over the fact's "
