@@ -61,3 +61,13 @@ def test_layer_rows_and_thirds():
         mean, lo, hi = r["shallow_excess"]
         assert lo <= mean <= hi
         assert abs(r["shallow_random"] - 0.2) < 0.03
+
+
+def test_registered_versions_and_the_logged_deviation():
+    from ffnlab.experiments.registry import get
+
+    kv = get("c7-kv-memories")
+    assert kv.version == 2 and not kv.seeded  # a pretrained model: intervals over neurons and positions
+    assert [d.version for d in kv.deviations] == [2] and "0.041%" in kv.deviations[0].seen
+    kn = get("c7-knowledge-neurons")
+    assert kn.version == 1 and not kn.seeded and kn.claim == "C7"
