@@ -2,7 +2,7 @@
 
 import pytest
 
-from ffnlab.experiments.c7_neurons import QUICK, Fact, judge, method_text, round_robin, unrelated_to
+from ffnlab.experiments.c7_neurons import QUICK, Fact, judge, matching_note, method_text, round_robin, unrelated_to
 from ffnlab.results import INDICATIVE
 
 
@@ -65,3 +65,9 @@ def test_method_text_follows_the_config():
 def test_round_robin_takes_one_fact_of_each_relation_in_turn():
     facts = [{"relation": r, "i": i} for i, r in enumerate("aaabbc")]
     assert [f["i"] for f in round_robin(facts)] == [0, 3, 5, 1, 4, 2]
+
+
+def test_matching_note_reports_the_median_ratio_of_activations():
+    rs = [{"neurons": [[1, 2]], "own_mean_abs": 4.0, "random_mean_abs": r} for r in (0.5, 4.0, 3.6)]
+    assert "0.90 x" in matching_note(rs) and "range 0.12-1.00" in matching_note(rs)
+    assert "No fact" in matching_note([{"neurons": [], "own_mean_abs": float("nan"), "random_mean_abs": 0.0}])

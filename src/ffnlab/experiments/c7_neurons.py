@@ -149,6 +149,17 @@ def judge(records: list[dict]) -> tuple[list[Estimate], str, str, int]:
     return est, verdict, reason, len(used)
 
 
+def matching_note(records: list[dict]) -> str:
+    """How well the random sets matched the attributed ones in mean |activation| (the loudest neurons have few peers)."""
+    ratios = sorted(r["random_mean_abs"] / r["own_mean_abs"] for r in records
+                    if r["neurons"] and r["own_mean_abs"] > 0)
+    if not ratios:
+        return "No fact kept a neuron set, so no random set was drawn."
+    return (f"Matching: the random sets' mean |activation| is {ratios[len(ratios) // 2]:.2f} x the attributed sets' "
+            f"(median over facts; range {ratios[0]:.2f}-{ratios[-1]:.2f}); where it is far below 1, the attributed "
+            "neurons are louder than any peers of their layer and the baseline is weaker than intended.")
+
+
 def method_text(name: str, cfg: NeuronsConfig, checked: int, n_facts: int) -> str:
     return (f"{name}: shipped facts taken round-robin over relations; {n_facts} of the {checked} checked are "
             "answered with the model's top prediction on the canonical prompt and attributed, each on up to "
@@ -207,6 +218,7 @@ def knowledge_neurons(ctx: Context) -> Result:
             "Dai et al.'s numbers are context only: another model (BERT-base), task (masked cloze on PARAREL) "
             "and baseline (unmatched random neurons).",
             "Integrated gradients at the last position only; neurons at earlier positions are not attributed.",
+            matching_note(records),
             *(["Quick mode: a handful of facts and prompts, few path points; the verdict is indicative."]
               if ctx.quick else [])],
         extra={"facts": records, "overlap": ov},
