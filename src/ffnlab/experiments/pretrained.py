@@ -1,10 +1,10 @@
 """The study's analyses on real pretrained models: all-MiniLM-L6-v2 (BERT) and SmolLM2-135M (Llama).
 
-    pretrained-accounting      C5  parameter and FLOP shares vs the published BERT-base/GPT-2/SmolLM2 numbers
     pretrained-ffn-ablation    C4  per-layer FFN ablation (zero/mean/resample): SmolLM2 loss increase,
                                    MiniLM change of the sentence-similarity structure
-    pretrained-rank-collapse   C2  Dong et al.'s residual ratio on MiniLM, trained vs at initialisation
     pretrained-logit-lens      C4  SmolLM2's prediction read before and after each FFN
+
+C5's `pretrained-accounting` lives in `c5_accounting`, C2's `pretrained-rank-collapse` in `c2_pretrained`.
 
 The models come from `ffnlab.pretrained`; SmolLM2's weights are dequantised Q4_1 values,
 which every result says. Text is the validation split of the study's corpus.
@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from ffnlab.analysis.ablation import ffn_ablation, ffn_out
-from ffnlab.analysis.accounting import account, flops_per_token
 from ffnlab.analysis.lens import logit_lens
 from ffnlab.analysis.rank import VARIANTS, rank_collapse
 from ffnlab.data.corpus import load_corpus
@@ -94,76 +93,6 @@ def passages(model: PretrainedModel, ctx: Context, n: int, length: int, seed: in
     cls = torch.full((n, 1), tok.cls_token_id)
     sep = torch.full((n, 1), tok.sep_token_id)
     return torch.cat([cls, body, sep], 1)
-
-
-# -- C5: accounting --------------------------------------------------------------------------
-def _meta_adapter(cfg, label: str) -> PretrainedModel:
-    """An adapter over `cfg`'s model (headless for encoders) on the meta device: exact shapes, no weights."""
-    from ffnlab.pretrained import meta_model
-
-    return meta_model(cfg, names=[], name=label)
-
-
-PUBLISHED = {  # STUDY.md, "Parameter shares"
-    "BERT-base": ("109,482,240 params with pooler; FFN 51.8% of all, 66.7% of non-embedding", 0.518, 0.667),
-    "GPT-2 small": ("124,439,808 params; FFN 45.6% of all", 0.456, None),
-    "SmolLM2-135M": ("FFN ≈ 59% of all, 75% of non-embedding", 0.59, 0.75),
-}
-
-
-@experiment("pretrained-accounting", claim="C5", version=1, order=55, seeded=False,
-            title="Parameter and FLOP shares of the FFN in real pretrained models")
-def pretrained_accounting(ctx: Context) -> Result:
-    import transformers as tf
-
-    minilm = load(MINILM, verify=False, progress=ctx.progress, device=ctx.device)
-    smol = load(SMOLLM2, verify=False, progress=ctx.progress, device=ctx.device)
-    models = {
-        "BERT-base": _meta_adapter(tf.BertConfig(), "BERT-base"),  # the default config is BERT-base
-        "GPT-2 small": _meta_adapter(tf.GPT2Config(), "GPT-2 small"),  # ... and GPT-2 small
-        "SmolLM2-135M": smol,
-        "all-MiniLM-L6-v2": minilm,
-    }
-    from ffnlab.pretrained import open_meta
-
-    added = {}
-    for row, model in map(open_meta, user_models(ctx)):  # shapes only: no weights read
-        added[row["name"] if row["name"] not in models | added else row["source"]] = model
-    models.update(added)
-    rows, flop_rows, anchors, ffn_share_ne = [], [], [], {}
-    for label, model in models.items():
-        acc = account(model)
-        comps = acc.components
-        ffn_share_ne[label] = acc.share_non_embedding("ffn")
-        rows.append([label, acc.total, comps.get("embeddings", 0), comps.get("attention", 0), comps.get("ffn", 0),
-                     100 * acc.share("ffn"), 100 * acc.share_non_embedding("ffn")])
-        for t in (128, 512, 2048, 8192):
-            f = flops_per_token(model, t)
-            attn = f["attention_proj"] + f["attention_scores"]
-            flop_rows.append([label, t, f["ffn"] / 1e6, attn / 1e6, 100 * f["ffn"] / sum(f.values())])
-        if label in PUBLISHED:
-            text, share, share_ne = PUBLISHED[label]
-            ne = f", {100 * acc.share_non_embedding('ffn'):.1f}% of non-embedding" if share_ne else ""
-            anchors.append(Anchor(f"STUDY.md parameter shares ({label})", text,
-                                  f"{acc.total:,} params; FFN {100 * acc.share('ffn'):.1f}% of all{ne}"))
-    crit = Criterion("FFN share of non-embedding parameters", ">", 0.5, "every packaged and reference model")
-    ok = all(v > crit.threshold for k, v in ffn_share_ne.items() if k not in added)
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
-        method="Exact parameter counts per component over named_parameters() (tied weights once) and "
-               "forward FLOPs per token, on the packaged MiniLM and SmolLM2 and on BERT-base and GPT-2 "
-               "small built from their default transformers configs on the meta device (no weights).",
-        criterion=crit, verdict="supported" if ok else "not supported",
-        reason="FFN share of non-embedding parameters: "
-               + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ffn_share_ne.items() if k not in added),
-        tables=[Table("Parameters per component",
-                      ["model", "total", "embeddings", "attention", "ffn", "ffn % of all", "ffn % of non-emb"], rows),
-                Table("Forward FLOPs per token (M) by sequence length",
-                      ["model", "T", "ffn MFLOP", "attention MFLOP", "ffn % of all"], flop_rows)],
-        anchors=anchors, caveats=_caveats(smol) + [f"{k}: added with --model, shown but not in the verdict"
-                                                   for k in added],
-        config={"models": {k: _meta(m) for k, m in models.items()}},
-    )
 
 
 # -- C4: per-layer FFN ablation --------------------------------------------------------------
