@@ -21,13 +21,12 @@ from torch import Tensor
 
 from ffnlab.analysis.ablation import ffn_ablation, ffn_out
 from ffnlab.analysis.lens import logit_lens
-from ffnlab.analysis.rank import VARIANTS, rank_collapse
 from ffnlab.data.corpus import load_corpus
 from ffnlab.device import module_device
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.model.hooks import ABLATIONS, ablate, capture
 from ffnlab.pretrained import PretrainedModel, load
-from ffnlab.results import Anchor, Criterion, Line, Result, Series, Table
+from ffnlab.results import Line, Result, Series, Table
 
 SMOLLM2, MINILM = "smollm2", "minilm"
 TAKES_MODELS = ("pretrained-accounting", "pretrained-ffn-ablation", "pretrained-logit-lens")  # read `user_models`
@@ -197,56 +196,6 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
         caveats=_caveats(smol) + ["one FFN is ablated at a time; effects of several FFNs need not add up"] + skipped,
         config={"smollm2": _meta(smol), "minilm": _meta(minilm), "added": added_config, "windows": n, "length": length,
                 "sentences": n_sent, "clean_loss_per_seed": [r.clean for r in per_seed]},
-    )
-
-
-# -- C2: rank collapse -----------------------------------------------------------------------
-@experiment("pretrained-rank-collapse", claim="C2", version=1, order=57,
-            title="Rank collapse in all-MiniLM-L6-v2 under Dong et al.'s surgery")
-def pretrained_rank_collapse(ctx: Context) -> Result:
-    from transformers import BertModel
-
-    trained = load(MINILM, progress=ctx.progress, device=ctx.device)
-    torch.manual_seed(0)
-    init = PretrainedModel(BertModel(trained.hf.config), None, {"name": "MiniLM at initialisation"}).eval()
-    profiles = {}
-    for label, model in (("trained", trained), ("init", init)):
-        for seed in ctx.seeds:
-            tokens = token_windows(trained, ctx, 32, 128, seed)  # Dong et al.: 32 sequences of 128 tokens
-            for v in VARIANTS:
-                p = rank_collapse(model, tokens, v, batch_size=len(tokens))  # one forward: 32 x 128 is small
-                profiles.setdefault((label, v), []).append(p)
-    layers = list(range(1, trained.n_layers + 1))
-    lines, rows = [], []
-    for (label, v), ps in profiles.items():
-        mean = [sum(p.mean[i] for p in ps) / len(ps) for i in range(trained.n_layers)]
-        embed = sum(p.embed for p in ps) / len(ps)
-        lines.append(Line(f"{v} ({label})", [0, *layers], [embed, *mean]))
-        rows.append([label, v, embed, *mean])
-    final = {(lab, v): sum(p.mean[-1] for p in ps) / len(ps) for (lab, v), ps in profiles.items()}
-    crit = Criterion("final ratio attn-only / full (trained)", "<", 0.1,
-                     "pure attention must end with under a tenth of the full block's token diversity")
-    ratio = final[("trained", "attn-only")] / final[("trained", "full")]
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
-        method="Residual ratio ||res(H)||/||H|| (norm sqrt(||.||_1 ||.||_inf), res = H minus its row mean) after "
-               "each block, on 32 validation windows of 128 tokens, for the block as trained, without the "
-               "FFN (attn+skip), without the skip around attention (attn+ffn, Dong's SAN+MLP) and with "
-               "neither (attn-only); the trained model and the same architecture at initialisation.",
-        criterion=crit, verdict="supported" if ratio < crit.threshold else "not supported",
-        reason=f"after {trained.n_layers} layers: attn-only {final[('trained', 'attn-only')]:.3g}, attn+ffn "
-               f"{final[('trained', 'attn+ffn')]:.3g}, attn+skip {final[('trained', 'attn+skip')]:.3g}, full "
-               f"{final[('trained', 'full')]:.3g} (trained)",
-        tables=[Table("Residual ratio per layer (layer 0 = embeddings)",
-                      ["model", "variant", "embed", *[f"L{i}" for i in layers]], rows)],
-        series=[Series("all-MiniLM-L6-v2: rank collapse by surgery variant", "layer", "residual ratio", lines,
-                       log_y=True)],
-        anchors=[Anchor("Dong, Cordonnier, Loukas 2021", "pure attention collapses within a few layers; skip "
-                        "connections prevent it; the MLP only slows it",
-                        f"attn-only {final[('trained', 'attn-only')]:.2g} vs full {final[('trained', 'full')]:.2g} "
-                        f"after {trained.n_layers} layers")],
-        caveats=["post-LN blocks: the LayerNorms stay in every variant, as in Dong et al.'s BERT surgery"],
-        config={"minilm": _meta(trained), "sequences": 32, "length": 128},
     )
 
 
