@@ -57,5 +57,7 @@ def test_experiment_reports_each_ffn_of_both_models(tmp_path):
     assert {row[0] for row in per_layer} == {"MiniLM trained", "MiniLM init", "SmolLM2-135M"}
     assert sum(row[0] == "SmolLM2-135M" for row in per_layer) == 30
     surgery = {(row[0], row[1]): row for row in r.tables[0].rows}
-    assert surgery[("trained", "attn-only")][-1] == "collapsed (below float precision)"
+    assert surgery[("trained", "attn+ffn")][-1] == "collapsed (below float precision)"
+    assert surgery[("init", "attn-only")][-1] == "collapsed (below float precision)"
+    assert "of 30 layers" in r.reason and r.deviations
     assert float(surgery[("trained", "full")][-1]) > 0.3

@@ -142,7 +142,10 @@ def pretrained_rank_collapse(ctx: Context) -> Result:
     plain = (f"Without skips, the FFN {'slows' if est[0].mean > SLOWS else 'does not slow'} collapse in trained MiniLM "
              f"(attention+FFN / pure attention = 10^{est[0].mean:.2f} after {trained.n_layers} layers); with skips, "
              f"removing the FFN keeps {est[2].mean:.2g} of the full block's ratio, so the skip connection is what "
-             "prevents collapse there")
+             "prevents collapse there; FFNs that add diversity (after / before > 1): "
+             + ", ".join(f"{k} {sum(x > 1 for x in acr)} of {len(acr)} layers (median {statistics.median(acr):.3g}, "
+                         f"largest {max(acr):.3g} at layer {acr.index(max(acr))})"
+                         for k, acr in ((k, _mean([a['across'] for a in runs])) for k, runs in around.items())))
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode,
         method="Residual ratio ||res(H)||/||H|| (norm sqrt(||.||_1 ||.||_inf), res = H minus its row mean). "
