@@ -258,8 +258,8 @@ def position_wise(ctx: Context) -> Result:
                "by other tokens' inputs (shuffled positions, resampled sequences) and by copies of the last sequence's "
                "input at t (all tokens then compete for its experts); "
                "the FFN output at t is compared bit for bit. For every row-wise FFN this holds by construction; "
-               "the capacity-limited MoE (top-2 of 4, capacity factor 1.0) is the measured exception and gives the "
-               "test's detection rate. "
+               f"the capacity-limited MoE (top-{specs[capped].top_k} of {specs[capped].n_experts}, capacity factor "
+               f"{specs[capped].capacity_factor:g}) is the measured exception and gives the test's detection rate. "
                f"(b) one pre-LN block with d={plan.d_model}, {plan.n_heads} heads, 4x GELU MLP on {where}: forward "
                f"time of attention (with its norm) and of the FFN (with its norm) for T in {list(plan.lengths)} at "
                f"batch 1 and for batch sizes {list(plan.batches)} at T={plan.batch_len}; {plan.reps} interleaved "
@@ -272,7 +272,7 @@ def position_wise(ctx: Context) -> Result:
                       ["variant", "kind", "largest relative change", "changed: others redrawn", "changed: others copies of t",
                        "trials of each"], rows,
                       note="0 for every row-wise FFN by construction (not evidence); the capacity-limited MoE "
-                           f"dropped {100 * _median(dropped):.0f}% of routed slots in its last forward"
+                           f"dropped {100 * _median(dropped):.0f}% of routed slots on the unperturbed batch"
                            if dropped else "0 for every row-wise FFN by construction (not evidence)"),
                 Table("Attention vs FFN per sequence length (one block, batch 1, medians over repeats)",
                       ["T", "attention MFLOP/token", "FFN MFLOP/token", "FFN % of FLOPs", "attention ms",
