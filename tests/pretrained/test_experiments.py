@@ -1,10 +1,10 @@
-"""The registered pretrained experiments: accounting against STUDY.md's arithmetic, rank collapse on MiniLM."""
+"""The registered pretrained experiments, rank collapse on MiniLM, and a user model in the C5 accounting."""
 
 import pytest
 import torch
 
 from ffnlab.analysis.rank import rank_collapse
-from ffnlab.experiments.registry import load_all, run_experiment
+from ffnlab.experiments.registry import load_all
 from ffnlab.pretrained import load
 from ffnlab.pretrained.sources import package_dir
 
