@@ -50,10 +50,12 @@ DEVIATIONS = (Deviation(3, "criterion changed from 'largest change at t of posit
                            "with exactness, test power and attention's faster growth as requirements",
                         "version 2's quick results (change 0 for every position-wise kind; capacity-limited MoE "
                         "caught in 6 of 8 trials; crossover measured at about 159 tokens vs 1024 predicted from "
-                        "FLOPs, single-thread bf16) and a pilot of the new timing (FFN slopes 0.84-0.98, attention "
-                        "1.43-1.61 over T = 512..4096, d=256, fp32, one thread)",
+                        "FLOPs, single-thread bf16), a pilot of the new timing (FFN slopes 0.84-0.98, attention "
+                        "1.43-1.61 over T = 512..4096, d=256, fp32, one thread) and a first quick run on the grid "
+                        "T = 64..2048 (FFN slope 1.18, 95% CI 0.97 to 1.38: not supported), after which the quick "
+                        "grid became T = 128..4096 (fit over 1024..4096)",
                         "the old criterion holds by construction for every row-wise FFN, so it could not fail; the "
-                        "thresholds were set after the pilot was seen"),)
+                        "thresholds and the quick grid were set after these were seen"),)
 
 
 @dataclass(frozen=True)
