@@ -271,8 +271,8 @@ def position_wise(ctx: Context) -> Result:
                "t-intervals over the repeats.",
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
         tables=[Table("Change of the FFN output at t when every other position changes",
-                      ["variant", "kind", "largest relative change", "changed: others redrawn", "changed: others copies of t",
-                       "trials of each"], rows,
+                      ["variant", "kind", "largest relative change", "changed: others redrawn",
+                       "changed: others copies of t", "trials of each"], rows,
                       note="0 for every row-wise FFN by construction (not evidence); the capacity-limited MoE "
                            f"dropped {100 * _median(dropped):.0f}% of routed slots on the unperturbed batch"
                            if dropped else "0 for every row-wise FFN by construction (not evidence)"),
