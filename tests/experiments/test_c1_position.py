@@ -28,6 +28,9 @@ def test_every_position_wise_kind_is_exact_and_capacity_moe_is_caught(run_test_s
     assert len(r.estimates[0].per_seed) == 3  # one slope per timing repeat
     assert "by construction" in r.method and r.verdict.startswith("indicative: ")
     assert r.deviations and r.version == 3
+    position, flops = r.extra["statements"]
+    assert position["level"] == flops["level"] == "settled" and "by construction" in position["text"]
+    assert f"at T = {r.tables[1].note.split('predicted from FLOPs ')[1].split(',')[0]}" in flops["text"]
 
 
 def test_methods_text_follows_the_timing_plan(run_test_size, monkeypatch):

@@ -67,3 +67,7 @@ def test_accounting_reproduces_the_published_counts(tmp_path):
     assert mha[4] > rows["SmolLM2-135M"][4] and mha[6] < rows["SmolLM2-135M"][6]  # GQA shrinks attention
     assert r.verdict == "partly supported" and "all-MiniLM-L6-v2 is not" in r.reason  # MiniLM: 31%
     assert "by construction" in r.method and r.deviations
+    # exact counts: the verdict and the statements are settled in the layered answer, with the numbers above
+    assert r.extra["exact"] and r.estimates[0].quantity == r.criterion.quantity
+    assert abs(r.estimates[0].mean - (0.5 - 0.312)) < 0.001  # MiniLM is farthest from one half
+    assert "59.2% of SmolLM2-135M" in r.extra["statements"][0]["text"]

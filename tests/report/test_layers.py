@@ -91,3 +91,9 @@ def test_the_page_opens_with_the_three_levels(study):
     assert [layers.index(f'id="level-{lv}"') for lv in (SETTLED, SUGGESTED, UNDECIDED)] == sorted(
         layers.index(f'id="level-{lv}"') for lv in (SETTLED, SUGGESTED, UNDECIDED))
     assert "Why undecided: effect within noise" in layers and "<code>ffnlab run c6-frontier --full --seeds 6" in layers
+
+
+def test_a_verdict_on_exact_counts_is_settled(study):
+    edit(study, "c5-accounting", extra={"exact": True})
+    lv = levels_of(study)
+    assert "c5-accounting" in lv[SETTLED] and "c5-accounting" not in lv[SUGGESTED]

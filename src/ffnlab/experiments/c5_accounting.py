@@ -171,7 +171,9 @@ def pretrained_accounting(ctx: Context) -> Result:
     verdict, reason = c5_verdict(shares)
     values = list(shares.values())
     non_emb = [account(m).share_non_embedding("ffn") for m in refs.values()]
-    est = [Estimate("FFN share of all parameters over the reference models (mean; low/high = the range over "
+    worst = max(abs(v - 0.5) for v in values)
+    est = [Estimate(CRITERION.quantity, worst, worst, worst, [worst]),
+           Estimate("FFN share of all parameters over the reference models (mean; low/high = the range over "
                     "models, not a confidence interval)", statistics.mean(values), min(values), max(values), values),
            Estimate("FFN share of non-embedding parameters over the reference models (mean; range over models; "
                     "> 0.5 by construction for a 4x MLP)", statistics.mean(non_emb), min(non_emb), max(non_emb),
@@ -188,6 +190,12 @@ def pretrained_accounting(ctx: Context) -> Result:
                f"{100 * _flop_share(shared_cfg):.1f}% of the FLOPs")
     moe_note = (f"the MoE preset's FFN is {100 * moe_acc.share('ffn'):.1f}% of all parameters but "
                 f"{100 * active:.1f}% of the parameters one token uses")
+    statements = [{"level": "settled", "text": (  # exact counts: the layered answer's settled level
+        "Parameter shares (exact counts, embeddings included): the FFN holds "
+        + ", ".join(f"{100 * v:.1f}% of {k}" for k, v in shares.items())
+        + f" -- 'about half' within [{100 * BAND[0]:g}%, {100 * BAND[1]:g}%] for "
+        f"{sum(BAND[0] <= v <= BAND[1] for v in values)} of {len(values)}; of non-embedding parameters it holds more than half by construction (8d^2 vs 4d^2).")},
+        {"level": "settled", "text": f"Design choices move the share (exact counts): {gqa}; {moe_note}; {sharing}."}]
     anchors = []
     for label, (text, _) in PUBLISHED.items():
         acc = account(refs[label])
@@ -220,6 +228,7 @@ def pretrained_accounting(ctx: Context) -> Result:
                  "which does not change the parameter count.",
                  "ALBERT-base is counted from transformers' AlbertModel by parameter name (no ffnlab adapter)."]
                 + [f"{k}: added with --model, shown but not in the verdict" for k in added],
+        extra={"statements": statements, "exact": True},
         config={"band": list(BAND), "flop_T": FLOP_T, "reference": list(refs), "presets": list(PRESETS),
                 "moe": moe_cfg.to_dict(), "albert": albert, "gqa_kv_heads": kv_heads,
                 "models": {k: {kk: vv for kk, vv in m.meta.items() if kk != "hook_check"} for k, m in refs.items()}},

@@ -3,7 +3,8 @@
 Every statement is computed from the stored results, carries its number and interval, names
 the experiment it comes from and links to it:
 
-- **Settled** -- what holds by construction or by exact arithmetic. Experiments declare these
+- **Settled** -- what holds by construction or by exact arithmetic, and the verdict of an
+  experiment on exact counts (`Result.extra["exact"]`). Experiments declare these
   themselves in `Result.extra["statements"]` (`{"level": "settled", "text": ..., "claim": ...}`,
   the claim defaulting to the result's), because only the experiment knows which of its numbers
   are exact.
@@ -128,8 +129,9 @@ def layered_answer(study: StoredStudy) -> dict[str, list[Statement]]:
             if base_verdict(r.verdict) not in VERDICTS and r.verdict != INCONCLUSIVE:
                 continue  # descriptive: only what it declares
             why = _why_undecided(r)
-            if why is None:
-                levels[SUGGESTED].append(Statement(SUGGESTED, claim_id, _finding(r), r.name, _href(r)))
+            if why is None:  # a verdict on exact counts (`extra["exact"]`) is settled, any other is evidence
+                level = SETTLED if r.extra.get("exact") else SUGGESTED
+                levels[level].append(Statement(level, claim_id, _finding(r), r.name, _href(r)))
             else:
                 c = claim(claim_id)
                 as_if = base_verdict(r.extra.get("verdict_if_trained", {}).get("verdict") or r.verdict)
