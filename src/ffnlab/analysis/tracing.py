@@ -170,11 +170,19 @@ class FactPrompt:
 
 
 def shipped_facts() -> list[dict]:
-    """The small fact set shipped with ffnlab (`analysis/facts.json`): prompt, subject, answer."""
+    """The fact set shipped with ffnlab (`analysis/facts.json`): subject-relation-object triples, each as a
+    dict with the canonical "prompt", "subject", "answer" (with its leading space), "relation" and
+    "paraphrases" (every template of the relation filled in, the canonical one first)."""
     import importlib.resources
     import json
 
-    return json.loads((importlib.resources.files("ffnlab.analysis") / "facts.json").read_text())["facts"]
+    data = json.loads((importlib.resources.files("ffnlab.analysis") / "facts.json").read_text())
+    out = []
+    for f in data["facts"]:
+        filled = [t.replace("{subject}", f["subject"]) for t in data["relations"][f["relation"]]["templates"]]
+        out.append({"prompt": filled[0], "subject": f["subject"], "answer": f["answer"], "relation": f["relation"],
+                    "paraphrases": filled})
+    return out
 
 
 def fact_prompts(encode, facts: Sequence[dict]) -> list[FactPrompt]:
