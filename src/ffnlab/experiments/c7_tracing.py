@@ -132,8 +132,10 @@ def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: in
     table = Table("Layer 0 apart: indirect effect (p) at layer 0 (the window holding the first FFN) vs the other "
                   "layers (for MLP/attention: windows without layer 0)",
                   ["curve", "layer 0", "± CI", "peak, rest", "mean, rest"], rows)
-    ext_rows = [[k, min(v[0]), v[1][min(range(n_layers), key=lambda la: v[0][la])],
-                 min(range(n_layers), key=lambda la: v[0][la])] for k, v in ext.items()]
+    ext_rows = []
+    for k, (m, e) in ext.items():
+        at = min(free, key=lambda la: m[la])
+        ext_rows.append([k, m[0], m[at], e[at], at])
     severed = Table("Severed paths at the last subject token, mean over layers 1..L/2-1",
                     ["component frozen", "drop of the indirect effect (p)", "95% CI low", "95% CI high"],
                     [[c, *bootstrap(drop[c], cfg.bootstrap)] for c in ("mlp", "attn")])
@@ -150,8 +152,10 @@ def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: in
                 f"outputs at the last token zeroed, clean input. Intervals: 95% bootstrap over facts "
                 f"({cfg.bootstrap} resamples).{method_extra}"),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=[est],
-        tables=[severed, table, Table("Attribute extraction: largest mean drop of p(answer) over centre layers",
-                                      ["intervention", "relative change", "± CI", "at layer"], ext_rows)],
+        tables=[severed, table, Table("Attribute extraction at the last token: relative change of p(answer), "
+                                      "the window holding layer 0 apart from the largest drop among the others",
+                                      ["intervention", "layer 0", "largest drop, rest", "± CI", "at layer"],
+                                      ext_rows)],
         series=series,
         caveats=[
             "Context only, not comparable: Meng et al. 2022 (ROME) report, for GPT-2 XL (48 layers, 1.5B) on 1,000 "
@@ -163,6 +167,9 @@ def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: in
             "ROME's window to the depth.",
             "Localisation is not editability (Hase et al. 2023): where tracing points need not be where an edit "
             "works.",
+            "Zeroing the FFN outputs at the last token is a zero ablation: in windows holding the first layers it "
+            "breaks the stream at that token for any prediction, not only the attribute; the 'non-subject' "
+            "knockout includes the first token, which many heads use as a sink.",
         ] + (["Quick mode: a handful of facts; the interval is wide and the verdict indicative."]
              if mode == "quick" else []),
         extra={"records": records, "mlp_peak_layer": peak, "total_effect": total},
