@@ -77,3 +77,12 @@ def test_measure_on_a_model_whose_fact_sits_in_its_mlp():
         assert r["extraction"]["attn from subject"][2] < -0.9  # layer 2 moves the attribute
     res = summarise(records, QUICK, 3, 1, 2, 2, "quick")
     assert res.config["known"] == 2 and len(res.series) == 3
+
+
+def test_the_bootstrap_over_facts_is_a_percentile_interval_of_the_mean():
+    from ffnlab.experiments.c7_tracing import bootstrap
+
+    assert bootstrap([0.3] * 5, 200) == pytest.approx((0.3, 0.3, 0.3))
+    values = [0.0, 1.0] * 20  # mean 0.5, standard error 0.079: the interval is about 0.5 ± 0.155
+    mean, lo, hi = bootstrap(values, 4000)
+    assert mean == pytest.approx(0.5) and 0.3 < lo < 0.4 and 0.6 < hi < 0.7
