@@ -192,8 +192,9 @@ def fact_tracing(ctx: Context) -> Result:
         if not facts:
             raise FFNLabError(f"{opened.name} answers none of the shipped facts correctly")
         noise = 3 * embedding_std(model, opened.tokens_of(ctx.data, 4096).view(-1, 128)[:8])
-        # spread over relations: every k-th known fact, not the first relation's facts only
-        records = measure(model, facts[::max(1, len(facts) // cfg.facts)][:cfg.facts], noise, cfg)
+        # spread evenly over the known facts (so over the relations), not the first relation's facts only
+        n = min(cfg.facts, len(facts))
+        records = measure(model, [facts[i * len(facts) // n] for i in range(n)], noise, cfg)
     result = summarise(records, cfg, model.n_layers, default_window(model.n_layers), len(facts), len(checked),
                        ctx.mode, f" σ = {noise / 3:.4f}.")
     result.caveats = opened.caveats + result.caveats
