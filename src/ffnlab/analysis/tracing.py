@@ -7,6 +7,12 @@ over a window of layers around it — and measure how much of the answer's proba
 back. Indirect effect IE = p(answer | corrupted, one state restored) - p(answer | corrupted);
 total effect TE = p(answer | clean) - p(answer | corrupted).
 
+Severed paths (ROME Figure 2; `causal_trace_frozen_mlp_attn` in ROME's code): restore one hidden
+state at (layer, position) while the MLP (or attention) outputs at that position stay frozen at
+their corrupted values in every layer, so the restored state reaches the answer only through the
+other component: "resid-sever-mlp" and "resid-sever-attn". The drop from "resid" to
+"resid-sever-mlp" is what the later MLPs at that position contribute to the recovery.
+
 All restorations of one prompt run as rows of a few batched forwards: each row has its own
 (kind, layer, position) and its own noise sample, applied through hooks.
 """
@@ -26,6 +32,8 @@ from ffnlab.model.hooks import Hooked, capture, hooks
 from ffnlab.model.names import block_hook
 
 SITES = {"resid": "hook_resid_post", "mlp": "ffn.hook_out", "attn": "attn.hook_out"}  # in each block
+SEVERED = {"resid-sever-mlp": "mlp", "resid-sever-attn": "attn"}  # kind -> component frozen at its corrupted value
+KINDS = (*SITES, *SEVERED)
 
 
 @dataclass
@@ -59,9 +67,10 @@ def default_window(n_layers: int) -> int:
     return max(1, round(10 * n_layers / 48))
 
 
-def _window(layer: int, window: int, n_layers: int) -> range:
-    start = max(0, layer - window // 2)
-    return range(start, min(n_layers, start + window))
+def rome_window(layer: int, window: int, n_layers: int) -> range:
+    """The layers restored together around `layer`, as ROME's `trace_important_window`: clamped at the
+    edges (so the first and last layers get smaller windows), not shifted to keep its size."""
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
 
 
 def _prob(model: Hooked, batch: Tensor, answer: int) -> Tensor:
@@ -81,41 +90,48 @@ def trace(model: Hooked, tokens: Sequence[int] | Tensor, subject: tuple[int, int
     if not 0 <= s0 < s1 <= t:
         raise FFNLabError(f"subject span {subject} is not inside the prompt's {t} tokens")
     for kind in kinds:
-        if kind not in SITES:
-            raise unknown("trace kind", kind, SITES)
+        if kind not in KINDS:
+            raise unknown("trace kind", kind, KINDS)
     positions = list(range(t)) if positions is None else [p % t for p in positions]
     window = default_window(n_layers) if window is None else window
     if window < 1:
         raise FFNLabError(f"the restoration window must be at least 1 layer, got {window}")
-    names = sorted({block_hook(i, SITES[k]) for k in kinds for i in range(n_layers)})
-    with capture(model, names) as clean:
+    restored = {SITES["resid" if k in SEVERED else k] for k in kinds}
+    names = sorted({block_hook(i, site) for site in restored for i in range(n_layers)})
+    with capture(model, names + ["hook_embed"]) as clean:
         p_clean = float(_prob(model, tokens[None].to(device), answer)[0])
-    d = clean[names[0]].shape[-1]
+    d = clean["hook_embed"].shape[-1]
     g = torch.Generator().manual_seed(seed)
     bank = (torch.randn(samples, s1 - s0, d, generator=g) * noise).to(device)  # one sample per row index % samples
+    # the corrupted run of every sample: its probability, and the states the severed kinds freeze
+    frozen = sorted({block_hook(i, SITES[SEVERED[k]]) for k in kinds if k in SEVERED for i in range(n_layers)})
+    with capture(model, frozen) as corrupt, hooks(model, {"hook_embed": _corrupt(bank, s0, s1)}):
+        p_corrupt = float(_prob(model, tokens[None].expand(samples, t).to(device), answer).mean())
 
-    # rows: `samples` corrupted-only rows, then `samples` rows per (kind, layer, position)
+    # rows: `samples` rows per (kind, layer, position); each row lists (hook, position, frozen?) to put back
     conditions = [(k, layer, p) for k in kinds for layer in range(n_layers) for p in positions]
-    plan: list[tuple[int, list[tuple[str, int]]]] = [(s, []) for s in range(samples)]
+    plan: list[tuple[int, list[tuple[str, int, bool]]]] = []
     for kind, layer, p in conditions:
-        restore = [(block_hook(i, SITES[kind]), p) for i in
-                   ([layer] if kind == "resid" else _window(layer, window, n_layers))]
-        plan += [(s, restore) for s in range(samples)]
+        if kind in SITES and kind != "resid":
+            edits = [(block_hook(i, SITES[kind]), p, False) for i in rome_window(layer, window, n_layers)]
+        else:
+            edits = [(block_hook(layer, SITES["resid"]), p, False)]
+        if kind in SEVERED:  # layers up to `layer` are already corrupted there: freezing them changes nothing
+            edits += [(block_hook(i, SITES[SEVERED[kind]]), p, True) for i in range(layer + 1, n_layers)]
+        plan += [(s, edits) for s in range(samples)]
     probs = torch.empty(len(plan))
     for start in range(0, len(plan), batch_size):
         rows = plan[start:start + batch_size]
         sample = torch.tensor([s for s, _ in rows], device=device)
-        where: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-        for r, (_, restore) in enumerate(rows):
-            for name, p in restore:
-                where[name][0].append(r)
-                where[name][1].append(p)
-        edits = {"hook_embed": _corrupt(bank[sample], s0, s1)}
-        edits.update({name: _restore(clean[name][0], r, p) for name, (r, p) in where.items()})
-        with hooks(model, edits):
+        where: dict[str, list[tuple[int, int, Tensor]]] = defaultdict(list)
+        for r, (s, edits) in enumerate(rows):
+            for name, p, freeze in edits:
+                where[name].append((r, p, corrupt[name][s, p] if freeze else clean[name][0, p]))
+        hooked = {"hook_embed": _corrupt(bank[sample], s0, s1)}
+        hooked.update({name: _put(*zip(*put)) for name, put in where.items()})
+        with hooks(model, hooked):
             probs[start:start + len(rows)] = _prob(model, tokens[None].expand(len(rows), t).to(device), answer)
-    p_corrupt = float(probs[:samples].mean())
-    ie = probs[samples:].view(len(conditions), samples).mean(1) - p_corrupt
+    ie = probs.view(len(conditions), samples).mean(1) - p_corrupt
     effects = {k: ie[i * n_layers * len(positions):(i + 1) * n_layers * len(positions)].view(
         n_layers, len(positions)) for i, k in enumerate(kinds)}
     return Trace(tokens.tolist(), (s0, s1), answer, positions, p_clean, p_corrupt, effects, window)
@@ -129,12 +145,12 @@ def _corrupt(noise: Tensor, s0: int, s1: int):
     return edit
 
 
-def _restore(clean: Tensor, rows: list[int], pos: list[int]):
-    r, p = torch.tensor(rows, device=clean.device), torch.tensor(pos, device=clean.device)
-
+def _put(rows: tuple[int, ...], pos: tuple[int, ...], values: tuple[Tensor, ...]):
+    """Set act[rows[i], pos[i]] = values[i] (a clean or a frozen corrupted state)."""
     def edit(act: Tensor) -> Tensor:
         act = act.clone()
-        act[r, p] = clean[p].to(act.dtype)
+        r, p = torch.tensor(rows, device=act.device), torch.tensor(pos, device=act.device)
+        act[r, p] = torch.stack(values).to(act.device, act.dtype)
         return act
     return edit
 

@@ -5,8 +5,7 @@
                        and unigram baselines, shallow trigger patterns vs random positions
                        (Geva et al. 2021), promotion vs elimination by sub-updates against
                        frequency-matched tokens (Geva et al. 2022); judged in `kv_controls`
-    c7-fact-tracing    causal tracing of MLP vs attention states on shipped facts (Meng et al.
-                       2022) and knowledge-neuron suppress / amplify (Dai et al. 2022)
+    (causal tracing of facts: `c7_tracing`; knowledge neurons: `c7_neurons`)
 
 The plumbing here (`memories`, `mark`) is what `ffnlab memories` and `ffnlab neuron` call; models
 are opened, with their own tokenizers, by `ffnlab.open`.
@@ -20,19 +19,14 @@ import torch
 from torch import Tensor
 
 from ffnlab import distributed as dist
-from ffnlab.analysis.attribution import attribute, neuron_effects, top_neurons
 from ffnlab.analysis.memories import agreement, layer_value_tokens, promotion, value_logits, value_tokens
 from ffnlab.analysis.memory_controls import neuron_agreement, promotion_scores, shallow_shares, token_counts
 from ffnlab.analysis.neurons import NeuronStats, StatsConfig, neuron_stats
-from ffnlab.analysis.tracing import (POSITION_GROUPS, embedding_std, fact_prompts, known_facts, position_group,
-                                     shipped_facts, trace)
-from ffnlab.errors import FFNLabError
 from ffnlab.experiments.common import few_threads
 from ffnlab.experiments.kv_controls import KV_CRITERION, LayerControls, judge_kv, layer_rows, thirds
 from ffnlab.experiments.registry import Context, experiment
-from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.open import Opened, open_model
-from ffnlab.results import Anchor, Criterion, Deviation, Line, Result, Series, Table
+from ffnlab.results import Anchor, Deviation, Line, Result, Series, Table
 
 
 # -- plumbing shared with the CLI -----------------------------------------------------------------
@@ -95,8 +89,6 @@ def neuron_examples(opened: Opened, stats: NeuronStats, picks: list[tuple[int, i
 
 # -- experiments ------------------------------------------------------------------------------------
 SMOLLM2 = "smollm2"
-TRACE_CRITERION = Criterion("peak MLP minus peak attention indirect effect at the last subject token (p)", ">", 0.0,
-                            "mean over traced facts; requirement: attributed neurons' suppression beats random")
 GEVA = "Geva et al. 2021 (16-layer LM, vocab 267k)"
 
 
@@ -215,76 +207,3 @@ def kv_memories(ctx: Context) -> Result:
         extra={"neurons": neuron_examples(opened, stats, picks), "layers": rows},
         config={"model": opened.name, "tokens": stats.count, "k": stats.cfg.k, "seq_len": stats.seq_len,
                 "promotion_positions": promote.numel()})
-
-
-@experiment("c7-fact-tracing", claim="C7", version=1, order=71,
-            title="Causal tracing and knowledge neurons on simple facts")
-def fact_tracing(ctx: Context) -> Result:
-    # full: every position of 24 facts (~45 s a fact on one core: 3 kinds x 30 layers x ~10 positions x 3
-    # samples of forward passes); ROME traced 1000 facts on a GPU
-    n_trace, n_attr, samples = (8, 4, 3) if ctx.quick else (24, 12, 3)
-    with few_threads():
-        opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress, device=ctx.device)
-        model = opened.model
-        facts = known_facts(model, fact_prompts(opened.encode, shipped_facts()))
-        if not facts:
-            raise FFNLabError(f"{opened.name} answers none of the shipped facts correctly")
-        noise = 3 * embedding_std(model, opened.tokens_of(ctx.data, 4096).view(-1, 128)[:8])
-        groups = {k: {g: [] for g in POSITION_GROUPS} for k in ("resid", "mlp", "attn")}
-        total = []
-        for f in facts[:n_trace]:
-            # quick: only the two positions the anchors speak of (every position costs a full sweep)
-            where = [f.subject[1] - 1, len(f.tokens) - 1] if ctx.quick else None
-            tr = trace(model, f.tokens, f.subject, f.answer, noise, samples=samples, positions=where)
-            total.append(tr.total_effect)
-            for kind, eff in tr.effects.items():
-                for j, p in enumerate(tr.positions):
-                    groups[kind][position_group(p, f.subject, len(f.tokens))].append(eff[:, j])
-        effects = []
-        width = model.ffn_values(0).shape[0]
-        for i, f in enumerate(facts[:n_attr]):
-            toks = torch.tensor([f.tokens])
-            found = top_neurons(attribute(model, toks, f.answer, steps=10 if ctx.quick else 20))
-            effects.append({**neuron_effects(model, toks, f.answer, found, width, seed=i), "neurons": found})
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
-    curve = {k: torch.stack(groups[k]["last subject"]).mean(0) for k in groups}
-    x = [float(i) for i in range(model.n_layers)]
-    peak = {k: float(curve[k].max()) for k in curve}
-    rows = [[k, g, len(v), 100 * float(torch.stack(v).mean(0).max())] for k in groups
-            for g, v in groups[k].items() if v]
-    att = {key: 100 * mean([e[key] for e in effects])
-           for key in ("suppress", "amplify", "random_suppress", "random_amplify")}
-    est = estimate(TRACE_CRITERION.quantity, [peak["mlp"] - peak["attn"]])
-    verdict, reason = decide(TRACE_CRITERION, est, requirements=[
-        (att["suppress"] < att["random_suppress"],
-         f"suppressing attributed neurons ({att['suppress']:+.0f}%) lowers p(answer) more than random "
-         f"({att['random_suppress']:+.1f}%)")])
-    return Result(
-        name="c7-fact-tracing", claim="C7", title="", version=1, mode=ctx.mode,
-        method=(f"{opened.name}: {len(facts)} of {len(shipped_facts())} shipped facts answered correctly; "
-                f"{min(n_trace, len(facts))} traced (subject embeddings + N(0, (3σ)²), σ = {noise / 3:.4f}; "
-                f"{samples} noise samples; MLP/attention restored over a window of "
-                f"{max(1, round(10 * model.n_layers / 48))} layers). {min(n_attr, len(facts))} facts attributed by "
-                "integrated gradients over every layer's neurons at the last position; the top neurons "
-                "(> 0.2 x best, at most 5) are zeroed or doubled at every position, vs as many random "
-                "neurons of the same layers."),
-        criterion=TRACE_CRITERION, verdict=verdict, reason=reason, estimates=[est],
-        tables=[Table("Peak average indirect effect by position group", ["restored", "position", "facts×",
-                                                                          "peak IE %"], rows),
-                Table("Knowledge neurons: relative change of p(answer)",
-                      ["intervention", "attributed %", "random %"],
-                      [["suppress (x0)", att["suppress"], att["random_suppress"]],
-                       ["amplify (x2)", att["amplify"], att["random_amplify"]]])],
-        series=[Series("Causal tracing at the last subject token", "layer", "indirect effect (p)",
-                       [Line(k, x, curve[k].tolist()) for k in curve])],
-        anchors=[Anchor("Meng et al. 2022 (GPT-2 XL)", "last subject token: MLP IE peak 6.6% vs attention 1.6%; "
-                        "total effect 18.6%",
-                        f"MLP {100 * peak['mlp']:.1f}% vs attention {100 * peak['attn']:.1f}%; total effect "
-                        f"{100 * mean(total):.1f}%"),
-                 Anchor("Dai et al. 2022 (BERT-base)", "suppress −29%, amplify +31%, random 1.5%",
-                        f"suppress {att['suppress']:+.0f}%, amplify {att['amplify']:+.0f}%, random "
-                        f"{att['random_suppress']:+.1f}% / {att['random_amplify']:+.1f}%")],
-        caveats=opened.caveats + ["A handful of facts in quick mode: the curves are noisy.",
-                                  "Dai et al. refine neurons across paraphrases; here one prompt per fact."],
-        extra={"facts": [f.text for f in facts], "attribution": effects},
-        config={"model": opened.name, "facts": len(facts), "samples": samples})
