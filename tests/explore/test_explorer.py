@@ -215,17 +215,21 @@ def test_a_stored_knowledge_neuron_ablation_shows_on_its_neurons_pages(explorer,
     from ffnlab.explore.explorer import Explorer
     from ffnlab.results import Result
 
-    effect = {"p": 0.5, "suppress": -0.3, "amplify": 0.25, "random_suppress": -0.01, "random_amplify": 0.0,
-              "neurons": [[1, 5], [0, 7]]}
+    def record(fact: str, neurons: list) -> dict:  # the shape c7-knowledge-neurons stores per fact
+        return {"fact": fact, "relation": "capital", "prompts": 3, "neurons": neurons, "p": 0.5, "own": -0.3,
+                "random": -0.01, "unrelated": -0.05}
+
     for model, mode in (("run", "quick"), ("gpt2", "full")):  # another model's result is not this neuron's
-        Result("c7-fact-tracing", "C7", "", 1, mode, "", extra={"facts": [f"{model} fact"], "attribution": [effect]},
-               config={"model": model}).save(tmp_path / "experiments" / f"c7-fact-tracing-{mode}.json")
+        facts = [record(f"{model} fact", [[1, 5], [0, 7]]), record("no neurons kept", [])]
+        Result("c7-knowledge-neurons", "C7", "", 1, mode, "", extra={"facts": facts},
+               config={"model": model}).save(tmp_path / "experiments" / f"c7-knowledge-neurons-{mode}.json")
     ex = Explorer(explorer.opened, explorer.stats, explorer.stats_dir, tmp_path)
     (a,) = ex.neuron(1, 5).ablations
-    assert (a.fact, a.group, a.suppress, a.amplify) == ("run fact", [(1, 5), (0, 7)], -0.3, 0.25)
+    assert (a.fact, a.group, a.suppress, a.random_suppress, a.unrelated) == ("run fact", [(1, 5), (0, 7)], -0.3,
+                                                                            -0.01, -0.05)
     assert ex.neuron(0, 7).ablations == [a] and ex.neuron(1, 6).ablations == []
     html = pages.neuron(ex, pages.Links(served=True), 0, 7)
-    assert "run fact" in html and "-30.0%" in html and "+25.0%" in html and 'href="/neuron/1/5"' in html
+    assert "run fact" in html and "-30.0%" in html and "-5.0%" in html and 'href="/neuron/1/5"' in html
 
 
 def test_without_statistics_the_overview_says_what_to_run(explorer, tmp_path):

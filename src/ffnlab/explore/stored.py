@@ -4,7 +4,7 @@
     check_stats       refuse statistics that were made by another model (a stale or foreign set)
     stored_agreement  key-value agreement per layer, from the `memories` run that wrote the statistics
     stored_ladder     the replacement-ladder results of a model, when `ffnlab ladder` has stored them
-    stored_ablations  knowledge-neuron suppress / amplify effects stored by the c7-fact-tracing experiment
+    stored_ablations  knowledge-neuron suppression effects stored by the c7-knowledge-neurons experiment
 
 Each reader returns None (or an empty list) when nothing is stored; the pages then say what to run.
 """
@@ -107,32 +107,33 @@ def stored_ladder(root: Path, name: str) -> Ladder | None:
 
 @dataclass(frozen=True)
 class StoredAblation:
-    """A fact for whose answer integrated gradients picked this neuron (with others), and what switching
-    that group off (x0) or doubling it (x2) did to p(answer), against as many random neurons."""
+    """A fact for whose answer integrated gradients over its paraphrases picked this neuron (with others),
+    and what switching that group off did to p(answer) (relative change), against matched random neurons
+    and on unrelated facts."""
 
     fact: str
     group: list[tuple[int, int]]
     p: float
     suppress: float
-    amplify: float
     random_suppress: float
+    unrelated: float
     source: str
 
 
 def stored_ablations(root: Path, name: str) -> list[StoredAblation]:
-    """Every stored c7-fact-tracing result of model `name` (quick or full), as one row per attributed fact."""
+    """Every stored c7-knowledge-neurons result of model `name` (quick or full), one row per attributed fact."""
     out = []
-    for path in sorted((root / "experiments").glob("c7-fact-tracing-*.json")):
+    for path in sorted((root / "experiments").glob("c7-knowledge-neurons-*.json")):
         try:
             result = Result.load(path)
         except (OSError, ValueError, TypeError, KeyError):
             continue  # an unreadable result is the report's to flag; here it is simply not shown
         if result.config.get("model") != name:
             continue
-        facts: list[Any] = result.extra.get("facts", [])
-        for i, eff in enumerate(result.extra.get("attribution", [])):
-            group = [(int(layer), int(n)) for layer, n in eff.get("neurons", [])]
-            out.append(StoredAblation(facts[i] if i < len(facts) else f"fact {i}", group, float(eff["p"]),
-                                      float(eff["suppress"]), float(eff["amplify"]),
-                                      float(eff["random_suppress"]), path.name))
+        for i, rec in enumerate(result.extra.get("facts", [])):
+            if not isinstance(rec, dict) or not rec.get("neurons"):
+                continue
+            group = [(int(layer), int(n)) for layer, n in rec["neurons"]]
+            out.append(StoredAblation(str(rec.get("fact", f"fact {i}")), group, float(rec["p"]), float(rec["own"]),
+                                      float(rec["random"]), float(rec["unrelated"]), path.name))
     return out
