@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ffnlab.analysis.neurons import NeuronStats
 from ffnlab.errors import FFNLabError
