@@ -58,3 +58,15 @@ def test_identity_translators_are_the_logit_lens(trained):
         assert r.mean("tuned", where) == pytest.approx(r.mean("logit", where), abs=1e-6)
     assert [sum(v) for v in r.drop("logit", "ffn")] == pytest.approx(
         [sum(a) - sum(b) for a, b in zip(r.kl["logit"]["mid"], r.kl["logit"]["post"])])
+
+
+def test_translators_for_chosen_layers_only(trained, tmp_path):
+    train = [sequences(8, 2000 + i) for i in range(2)]
+    lens, alias, _ = train_translators(trained, train, LensConfig(steps=5), layers=[1, 2])
+    assert lens.sites == ["blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.2.hook_resid_pre",
+                          "blocks.2.hook_resid_mid", "blocks.2.hook_resid_post"]
+    assert alias == {"blocks.1.hook_resid_post": "blocks.2.hook_resid_pre"}
+    r = lens_kl(trained, sequences(3, 7), lens, alias, layers=[1, 2])
+    full = lens_kl(trained, sequences(3, 7), Translators(*lens_sites(trained, train[0][:1])[:1], 32),
+                   lens_sites(trained, train[0][:1])[1])
+    assert r.layers == [1, 2] and r.mean("logit", "mid") == pytest.approx(full.mean("logit", "mid")[1:], abs=1e-6)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,24 +54,25 @@ class LensConfig:
             raise ValueError(f"bad tuned-lens config {self}")
 
 
-def stream_sites(n_layers: int) -> list[tuple[str, str, str]]:
+def stream_sites(layers: Sequence[int]) -> list[tuple[str, str, str]]:
     """Per layer, the names of the stream before attention, before the FFN and after it."""
     return [(block_hook(i, "hook_resid_pre"), block_hook(i, "hook_resid_mid"), block_hook(i, "hook_resid_post"))
-            for i in range(n_layers)]
+            for i in layers]
 
 
-def lens_sites(model, probe: Tensor) -> tuple[list[str], dict[str, str]]:
-    """(distinct sites to translate, alias -> site): resid_post of l is an alias of resid_pre of l + 1 where
-    they are the same tensor on `probe` (pre-LN blocks), so each stream gets one translator."""
-    sites = stream_sites(model.n_layers)
-    names = [n for triple in sites for n in triple]
+def lens_sites(model, probe: Tensor, layers: Sequence[int] | None = None) -> tuple[list[str], dict[str, str]]:
+    """(distinct sites to translate, alias -> site) for `layers` (default all): resid_post of l is an alias of
+    resid_pre of l + 1 where both are asked for and are the same tensor on `probe` (pre-LN blocks), so each
+    stream gets one translator."""
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    sites = dict(zip(layers, stream_sites(layers)))
+    names = [n for triple in sites.values() for n in triple]
     with capture(model, names) as cache, torch.no_grad():
         model(probe.to(module_device(model)))
     alias = {}
-    for i in range(model.n_layers - 1):
-        post, nxt = sites[i][2], sites[i + 1][0]
-        if torch.equal(cache[post], cache[nxt]):
-            alias[post] = nxt
+    for i in layers:
+        if i + 1 in sites and torch.equal(cache[sites[i][2]], cache[sites[i + 1][0]]):
+            alias[sites[i][2]] = sites[i + 1][0]
     return [n for n in names if n not in alias], alias
 
 
@@ -95,16 +96,19 @@ def _kl(final_logp: Tensor, logits: Tensor) -> Tensor:
     return (final_logp.exp() * (final_logp - logits.float().log_softmax(-1))).sum(-1)
 
 
-def cache_key(model_key: str, cfg: LensConfig, n_batches: int, tokens: int) -> str:
+def cache_key(model_key: str, cfg: LensConfig, n_batches: int, tokens: int, layers: Sequence[int] | None = None) -> str:
+    """The cache name of translators for this model, training config and data, and this module's code."""
     from ffnlab.fingerprint import code_fingerprint
 
-    text = json.dumps([model_key, asdict(cfg), n_batches, tokens, code_fingerprint(__name__)])
+    text = json.dumps([model_key, asdict(cfg), n_batches, tokens, layers and list(layers), code_fingerprint(__name__)])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def train_translators(model, batches: Iterable[Tensor], cfg: LensConfig = LensConfig(),
-                      cache: str | Path | None = None) -> tuple[Translators, dict[str, str], list[float]]:
-    """Train translators on `batches` ((B, T) token tensors, cycled for `cfg.steps` steps).
+                      cache: str | Path | None = None, layers: Sequence[int] | None = None
+                      ) -> tuple[Translators, dict[str, str], list[float]]:
+    """Train translators for the stream sites of `layers` (default all; `lens_sites`) on `batches` ((B, T)
+    token tensors, cycled for `cfg.steps` steps).
 
     Returns (translators, aliases, mean training KL per step over sites). With `cache` (a .safetensors
     path), stored translators are loaded instead of trained, and freshly trained ones are saved there.
@@ -112,7 +116,7 @@ def train_translators(model, batches: Iterable[Tensor], cfg: LensConfig = LensCo
     """
     batches = list(batches)
     device = module_device(model)
-    sites, alias = lens_sites(model, batches[0][:1])
+    sites, alias = lens_sites(model, batches[0][:1], layers)
     with torch.no_grad():
         width = _width(model, batches[0][:1])
     lens = Translators(sites, width).to(device)
@@ -177,9 +181,11 @@ def _load(lens: Translators, path: Path) -> Translators:
 @dataclass
 class LensKL:
     """KL(final || lens) per layer and sequence, at the stream before attention, before the FFN and after it,
-    for the logit lens (`logit`) and the tuned lens (`tuned`): `kl[lens][where][layer]` -> list over sequences."""
+    for the logit lens (`logit`) and the tuned lens (`tuned`): `kl[lens][where][k]` -> list over sequences,
+    for the k-th of `layers`."""
 
     kl: dict[str, dict[str, list[list[float]]]]
+    layers: list[int]
 
     def mean(self, lens: str, where: str) -> list[float]:
         return [sum(v) / len(v) for v in self.kl[lens][where]]
@@ -191,9 +197,12 @@ class LensKL:
 
 
 @torch.no_grad()
-def lens_kl(model, tokens: Tensor, lens: Translators, alias: dict[str, str], batch_size: int = 8) -> LensKL:
-    """Both lenses at every stream site on `tokens` (B, T); per-sequence means over positions."""
-    sites = stream_sites(model.n_layers)
+def lens_kl(model, tokens: Tensor, lens: Translators, alias: dict[str, str], batch_size: int = 8,
+            layers: Sequence[int] | None = None) -> LensKL:
+    """Both lenses at the stream sites of `layers` (default all) on `tokens` (B, T); per-sequence means over
+    positions. The translators must cover those sites."""
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    sites = stream_sites(layers)
     out = {k: {w: [[] for _ in sites] for w in ("pre", "mid", "post")} for k in ("logit", "tuned")}
     names = sorted({n for triple in sites for n in triple})
     device = module_device(model)
@@ -207,4 +216,4 @@ def lens_kl(model, tokens: Tensor, lens: Translators, alias: dict[str, str], bat
                 tuned = lens(alias.get(name, name), h).to(h.dtype)
                 out["logit"][where][i] += _kl(final_logp, model.unembed(h)).mean(-1).tolist()
                 out["tuned"][where][i] += _kl(final_logp, model.unembed(tuned)).mean(-1).tolist()
-    return LensKL(out)
+    return LensKL(out, layers)

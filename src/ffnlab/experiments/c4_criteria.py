@@ -60,7 +60,8 @@ def per_sequence_selectivity(path: PathResult, layers: Sequence[int]) -> list[fl
 def per_sequence_gap(lens: LensKL, layers: Sequence[int], which: str = "tuned") -> list[float]:
     """Per sequence: the mean over `layers` of (KL drop across the FFN) - (KL drop across attention)."""
     ffn, attn = lens.drop(which, "ffn"), lens.drop(which, "attn")
-    return [sum(ffn[i][k] - attn[i][k] for i in layers) / len(layers) for k in range(len(ffn[0]))]
+    at = [lens.layers.index(i) for i in layers]
+    return [sum(ffn[i][k] - attn[i][k] for i in at) / len(at) for k in range(len(ffn[0]))]
 
 
 def bootstrap(quantity: str, items: Sequence[float], unit: str = "", n: int = 2000, seed: int = 0,
