@@ -25,3 +25,17 @@ def test_bootstrap_interval_over_sequences():
     assert wide.ci_low < 0.1 < wide.ci_high and wide.mean == pytest.approx(0.1)
     assert c4_verdict(tight, estimate("gap", [0.20, 0.21, 0.22]))[0] == "supported"
     assert c4_verdict(wide, estimate("gap", [0.20, 0.21, 0.22]))[0] == "partly supported"
+
+
+@pytest.mark.parametrize("items, verdict", [
+    ([0.3 + 0.01 * (i % 3) for i in range(30)], "supported"),
+    ([0.12 + (-1) ** i * 0.3 for i in range(30)], "partly supported"),
+    ([0.0 + 0.01 * (i % 3) for i in range(30)], "not supported"),
+])
+def test_one_pretrained_model_reaches_each_outcome_of_each_half(items, verdict):
+    from ffnlab.experiments.c4_criteria import LENS_CRITERION, PATH_CRITERION, single_verdict
+
+    got, reason = single_verdict(PATH_CRITERION, bootstrap("s", items))
+    assert got == verdict and "bootstrap" in reason, reason
+    shifted = [x - 0.1 for x in items]  # the lens criterion's threshold is 0, the path criterion's 0.1
+    assert single_verdict(LENS_CRITERION, bootstrap("g", shifted))[0] == verdict

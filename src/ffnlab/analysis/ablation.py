@@ -144,27 +144,29 @@ class ControlledAblation:
 @torch.no_grad()
 def controlled_ablation(model, tokens: Tensor, reference: Tensor, methods: tuple[str, ...] = CONTROLLED,
                         components: tuple[str, ...] = ("ffn", "attn"), loss_fn: LossFn = causal_lm_loss,
-                        batch_size: int = 8, seed: int = 0, progress: bool = False) -> ControlledAblation:
-    """`ffn_ablation` with controls: each of `components` ("ffn", "attn") of each layer ablated in turn by each
-    of `methods` (CONTROLLED); `reference` (B', T) is a held-out batch for the mean and resample ablations."""
+                        batch_size: int = 8, seed: int = 0, progress: bool = False,
+                        layers: list[int] | None = None) -> ControlledAblation:
+    """`ffn_ablation` with controls: each of `components` ("ffn", "attn") of each of `layers` (default all)
+    ablated in turn by each of `methods` (CONTROLLED); `reference` (B', T) is a held-out batch for the mean
+    and resample ablations. `loss[component][how][k]` is for the k-th of `layers`."""
     for how in methods:
         if how not in CONTROLLED:
             raise unknown("ablation", how, CONTROLLED)
     for comp in components:
         if comp not in COMPONENTS:
             raise unknown("component", comp, COMPONENTS)
-    layers = list(range(model.n_layers))
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
     names = {comp: [block_hook(i, COMPONENTS[comp]) for i in layers] for comp in components}
     with capture(model, [n for ns in names.values() for n in ns]) as refs:
         mean_loss(model, reference, loss_fn, batch_size)
     clean = mean_loss(model, tokens, loss_fn, batch_size)
-    jobs = [(comp, how, i) for comp in components for how in methods for i in layers]
+    jobs = [(comp, how, k) for comp in components for how in methods for k in range(len(layers))]
     if progress:
         from tqdm.auto import tqdm
         jobs = tqdm(jobs, desc="controlled ablation", unit="run")
     loss = {comp: {how: [] for how in methods} for comp in components}
-    for comp, how, i in jobs:
-        name, gen = names[comp][i], torch.Generator().manual_seed(seed * 1000 + i)
+    for comp, how, k in jobs:
+        name, gen = names[comp][k], torch.Generator().manual_seed(seed * 1000 + layers[k])
         with hooks(model, {name: lambda act, n=name, h=how: _replacement(h, act, refs[n] if n in refs else None,
                                                                           gen)}):
             loss[comp][how].append(mean_loss(model, tokens, loss_fn, batch_size))

@@ -88,3 +88,20 @@ def c4_verdict(selectivity: Estimate, gap: Estimate) -> tuple[str, str]:
 def seed_estimates(selectivity: Sequence[float], gap: Sequence[float]) -> tuple[Estimate, Estimate]:
     """Own models: one value per seed each, t-intervals over the paired seeds."""
     return estimate(SELECTIVITY, selectivity), estimate(LENS_GAP, gap, "nats")
+
+
+# -- one pretrained model, each half of the claim on its own (the two halves come from two experiments) -------
+PATH_CRITERION = Criterion(
+    SELECTIVITY, ">", 0.1, "95% bootstrap interval over the evaluated sequences (pooled over seeds) above 0.1; "
+    "partly if only the mean clears it")
+LENS_CRITERION = Criterion(
+    LENS_GAP, ">", 0.0, "95% bootstrap interval over the evaluated sequences above 0 (the FFN moves the stream "
+    "towards the output more than attention does); partly if only the mean is above 0")
+
+
+def single_verdict(c: Criterion, e: Estimate) -> tuple[str, str]:
+    """(verdict, reason) of one half of the claim on one model; the interval is a bootstrap over sequences."""
+    verdict, reason = decide(c, e)
+    return verdict, reason.replace("seeds)", "sequences' bootstrap)").replace(
+        "(one seed: the interval is the point, no spread known)",
+        f"(95% bootstrap CI {e.ci_low:.4g} to {e.ci_high:.4g} over sequences)")
