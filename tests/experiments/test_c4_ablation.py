@@ -25,5 +25,5 @@ def test_methods_text_follows_the_config():
     cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=3, n_heads=4)
     a = MEASURE["quick"].method(cfg, 800, 128)
     b = C4Config(16, 250, 32).method(cfg, 800, 128)
-    assert a != b and "32 held-out test sequences" in a and "trained 250 steps of 32" in b
+    assert a != b and "32 held-out test sequences" in a and "trained 250 steps of 32" in b and "trained 60 steps of 8" in a
     assert "3-layer decoders (d=32)" in a

@@ -54,7 +54,7 @@ class C4Config:
                 "(4) the next layer's attention change (mean TV) with an FFN mean-ablated.")
 
 
-MEASURE = {"test": C4Config(4, 20, 4), "quick": C4Config(32, 100, 16), "full": C4Config(64, 250, 32)}
+MEASURE = {"test": C4Config(4, 20, 4), "quick": C4Config(32, 60, 8), "full": C4Config(64, 250, 32)}
 
 
 def token_batch(task, n: int, seq_len: int, seed: int, offset: int) -> torch.Tensor:
