@@ -21,7 +21,7 @@ def trained():
     m = Transformer(ModelConfig(vocab_size=V, d_model=32, n_layers=3, n_heads=4, max_seq_len=16,
                                 ffn=FFNConfig(kind="mlp", ratio=2.0)))
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    for i in range(150):
+    for i in range(100):
         x = sequences(16, i)
         loss = torch.nn.functional.cross_entropy(m(x[:, :-1]).reshape(-1, V), x[:, 1:].reshape(-1))
         opt.zero_grad()

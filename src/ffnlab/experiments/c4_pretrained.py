@@ -133,6 +133,7 @@ class PretrainedC4:
     lens_steps: int = 0
     lens_batch: int = 0  # training windows per step (train split)
     lens_length: int = 0
+    lens_windows: int = 0  # test windows per seed the tuned lens is read on (each is one bootstrap unit)
 
     def ablation_method(self) -> str:
         every = "every layer" if self.every == 1 else f"one layer in {self.every} from layer 0"
@@ -156,12 +157,13 @@ class PretrainedC4:
         return text + (f" Tuned lens at layers {', '.join(map(str, self.lens_layers))}: an identity-initialised "
                        f"affine translator per stream site trained {self.lens_steps} steps of {self.lens_batch} "
                        f"training windows of {self.lens_length} tokens (SGD-Nesterov 0.9, lr 1 x (1-0.9), linear "
-                       "decay, clip 1; Belrose et al.'s recipe with far fewer tokens), then read the same way.")
+                       "decay, clip 1; Belrose et al.'s recipe with far fewer tokens), then read beside the logit lens "
+                       f"on {self.lens_windows} of those test windows per seed.")
 
 
 MEASURE = {"quick": PretrainedC4(4, 64, 3, 8, 32, 64),
            "full": PretrainedC4(8, 128, 1, 32, 64, 256, lens_layers=(5, 10, 15, 20, 25), lens_steps=30,
-                                lens_batch=4, lens_length=64)}
+                                lens_batch=4, lens_length=64, lens_windows=8)}
 
 
 def _mean(xs) -> float:
@@ -313,7 +315,8 @@ def pretrained_logit_lens(ctx: Context) -> Result:
         key = cache_key(repr(sorted(_meta(smol).items())), cfg, len(train), m.lens_batch * m.lens_length, m.lens_layers)
         lens, alias, history = train_translators(smol, train, cfg, layers=m.lens_layers,
                                                  cache=ctx.results / "cache" / "tuned-lens" / f"{key}.safetensors")
-        kls = [lens_kl(smol, token_windows(smol, ctx, n, length, seed), lens, alias, layers=m.lens_layers)
+        kls = [lens_kl(smol, token_windows(smol, ctx, n, length, seed)[:m.lens_windows], lens, alias,
+                       layers=m.lens_layers)
                for seed in ctx.seeds]
         chosen = [i for i in m.lens_layers if i > 0]
         per_seed = [per_sequence_gap(k, chosen) for k in kls]
