@@ -31,7 +31,7 @@ from ffnlab.experiments.pretrained import (MINILM, SMOLLM2, _caveats, _meta, pas
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.model.hooks import ABLATIONS, ablate, capture
 from ffnlab.pretrained import PretrainedModel, load
-from ffnlab.results import Anchor, Deviation, Line, Result, Series, Table
+from ffnlab.results import Anchor, Deviation, Estimate, Line, Result, Series, Table
 
 
 # -- shared with the previous version: MiniLM similarity structure, plain FFN ablation, added models --------
@@ -186,8 +186,9 @@ def _path_rows(paths) -> list[list]:
             for i in range(len(paths[0].attn))]
 
 
-def _selectivity(paths, layers, quantity: str) -> tuple:
-    items = [[v for v in per_sequence_selectivity(p, layers)] for p in paths]
+def _selectivity(paths, layers, quantity: str) -> Estimate:
+    """Selectivity over `layers` per sequence, pooled over seeds, with a bootstrap over the sequences."""
+    items = [per_sequence_selectivity(p, layers) for p in paths]
     return bootstrap(quantity, [v for seed in items for v in seed], per_seed=[_mean(s) for s in items])
 
 
