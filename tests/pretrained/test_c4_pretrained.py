@@ -44,3 +44,14 @@ def test_methods_text_follows_the_config():
     assert "No tuned lens" in quick.lens_method(4, 64) and "Tuned lens at layers 5, 10" in full.lens_method(32, 128)
     assert quick.ablation_method() != PretrainedC4(4, 64, 1, 8, 32, 64).ablation_method()
     assert "every layer" in PretrainedC4(4, 64, 1, 8, 32, 64).ablation_method()
+
+
+def test_encoder_ablation_with_controls_on_an_adapter():
+    from ffnlab.experiments.c4_pretrained import minilm_ablation
+
+    model, x = tiny("bert-headless"), tokens(6, 10)
+    for comp in ("ffn", "attn"):
+        r = minilm_ablation(model, x, x[:1], seed=0, component=comp,
+                            methods=("zero", "mean-pos", "resample", "random"))
+        assert all(len(v) == 3 and all(-1 <= c <= 1 + 1e-9 for c in v) for v in r.values())
+        assert min(r["zero"]) < 1 - 1e-6  # zeroing a component changes the similarity structure (a little: random)

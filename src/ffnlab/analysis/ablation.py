@@ -108,7 +108,7 @@ CONTROLLED = ("zero", "mean", "mean-pos", "resample", "random")
 COMPONENTS = {"ffn": "ffn.hook_out", "attn": "attn.hook_out"}
 
 
-def _replacement(how: str, act: Tensor, ref: Tensor | None, gen: torch.Generator) -> Tensor:
+def replacement(how: str, act: Tensor, ref: Tensor | None, gen: torch.Generator) -> Tensor:
     """What `how` puts in place of `act` (B, T, D): zero; the reference mean over all tokens (mean) or per
     position (mean-pos); a random reference sequence at the same positions (resample); or the activation
     plus a random direction of its own norm at each position (random: a perturbation the size of zero
@@ -167,7 +167,7 @@ def controlled_ablation(model, tokens: Tensor, reference: Tensor, methods: tuple
     loss = {comp: {how: [] for how in methods} for comp in components}
     for comp, how, k in jobs:
         name, gen = names[comp][k], torch.Generator().manual_seed(seed * 1000 + layers[k])
-        with hooks(model, {name: lambda act, n=name, h=how: _replacement(h, act, refs[n] if n in refs else None,
+        with hooks(model, {name: lambda act, n=name, h=how: replacement(h, act, refs[n] if n in refs else None,
                                                                           gen)}):
             loss[comp][how].append(mean_loss(model, tokens, loss_fn, batch_size))
     return ControlledAblation(clean, loss)

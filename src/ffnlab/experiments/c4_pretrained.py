@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from ffnlab.analysis.ablation import CONTROLLED, controlled_ablation, ffn_ablation, ffn_out
+from ffnlab.analysis.ablation import COMPONENTS, CONTROLLED, controlled_ablation, ffn_ablation, replacement
 from ffnlab.analysis.lens import logit_lens
 from ffnlab.analysis.paths import path_patching
 from ffnlab.analysis.tuned_lens import LensConfig, cache_key, lens_kl, train_translators
@@ -29,7 +29,8 @@ from ffnlab.experiments.c4_criteria import (LENS_CRITERION, LENS_GAP, PATH_CRITE
 from ffnlab.experiments.pretrained import (MINILM, SMOLLM2, _caveats, _meta, passages, token_windows,
                                            user_decoders)
 from ffnlab.experiments.registry import Context, experiment
-from ffnlab.model.hooks import ABLATIONS, ablate, capture
+from ffnlab.model.hooks import ABLATIONS, capture, hooks
+from ffnlab.model.names import block_hook
 from ffnlab.pretrained import PretrainedModel, load
 from ffnlab.results import Anchor, Deviation, Estimate, Line, Result, Series, Table
 
@@ -52,21 +53,23 @@ def _pearson(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
-def minilm_ablation(model: PretrainedModel, tokens: Tensor, reference: Tensor, seed: int) -> dict[str, list[float]]:
+def minilm_ablation(model: PretrainedModel, tokens: Tensor, reference: Tensor, seed: int,
+                    component: str = "ffn", methods: tuple[str, ...] = ABLATIONS) -> dict[str, list[float]]:
     """Per layer and method: Pearson r of the pairwise-similarity structure, ablated vs clean.
 
     `tokens` and `reference` are (N, T) passages without padding; mean and resample
-    replacements come from `reference`.
+    replacements come from `reference`. `component` is "ffn" or "attn"; `methods` any of
+    `analysis.ablation.CONTROLLED`.
     """
     clean = _similarity_structure(_pooled(model, tokens))
-    names = [ffn_out(i) for i in range(model.n_layers)]
+    names = [block_hook(i, COMPONENTS[component]) for i in range(model.n_layers)]
     with capture(model, names) as refs:
         model(reference.to(module_device(model)))
-    out: dict[str, list[float]] = {how: [] for how in ABLATIONS}
-    for how in ABLATIONS:
+    out: dict[str, list[float]] = {how: [] for how in methods}
+    for how in methods:
         for i, name in enumerate(names):
             gen = torch.Generator().manual_seed(seed * 1000 + i)
-            with ablate(model, [name], how, reference=dict(refs), generator=gen):
+            with hooks(model, {name: lambda act, n=name, h=how: replacement(h, act, refs[n], gen)}):
                 out[how].append(_pearson(clean, _similarity_structure(_pooled(model, tokens))))
     return out
 
@@ -145,8 +148,9 @@ class PretrainedC4:
                 f"mean next-token loss on {self.windows} windows of {self.length} tokens with the FFN or attention of "
                 f"{every} zeroed, set to its global or per-position mean over {self.windows} reference windows, "
                 "resampled, or pushed by a random direction of its own norm. MiniLM (no head): the same path "
-                f"patching on {self.sentences} passages of 32 tokens; FFN ablation scored by the Pearson r of the "
-                "pairwise cosine similarities of mean-pooled embeddings, clean vs ablated (1 = unchanged).")
+                f"patching on {self.sentences} passages of 32 tokens; the same ablations of FFN and attention (every "
+                "layer) scored by the Pearson r of the pairwise cosine similarities of mean-pooled embeddings, clean "
+                "vs ablated (1 = unchanged).")
 
     def lens_method(self, n: int, length: int) -> str:
         text = (f"On {n} test windows of {length} tokens per seed, the stream before attention (resid_pre), before "
@@ -217,9 +221,11 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
     minilm = load(MINILM, progress=ctx.progress, device=ctx.device)
     mini_paths = [path_patching(minilm, passages(minilm, ctx, m.sentences, 32, seed),
                                 passages(minilm, ctx, m.sentences, 32, 60_000 + seed), seed=seed) for seed in ctx.seeds]
-    corr = [minilm_ablation(minilm, passages(minilm, ctx, m.sentences, 32, seed),
-                            passages(minilm, ctx, m.sentences, 32, 50_000 + seed), seed) for seed in ctx.seeds]
-    r = {how: [_mean([c[how][i] for c in corr]) for i in range(minilm.n_layers)] for how in ABLATIONS}
+    corr = {comp: [minilm_ablation(minilm, passages(minilm, ctx, m.sentences, 32, seed),
+                                   passages(minilm, ctx, m.sentences, 32, 50_000 + seed), seed, comp, CONTROLLED)
+                   for seed in ctx.seeds] for comp in ("ffn", "attn")}
+    r = {(comp, how): [_mean([c[how][i] for c in corr[comp]]) for i in range(minilm.n_layers)]
+         for comp in corr for how in CONTROLLED}
     sel = _selectivity(paths, range(1, n_layers), SELECTIVITY + " (SmolLM2)")
     verdict, reason = single_verdict(PATH_CRITERION, sel)
 
@@ -253,8 +259,11 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
                 Table("all-MiniLM-L6-v2: path patching attention l -> FFN l", PATH_COLUMNS, _path_rows(mini_paths),
                       note="post-LN blocks: the FFN reads LayerNorm(resid_pre + attention), so the earlier "
                            "component's change reaches it through the previous LayerNorms, not as a plain sum"),
-                Table("all-MiniLM-L6-v2: similarity-structure correlation with one FFN ablated",
-                      ["layer", *ABLATIONS], [[i] + [r[h][i] for h in ABLATIONS] for i in range(minilm.n_layers)]),
+                Table("all-MiniLM-L6-v2: similarity-structure correlation with one component of one layer ablated",
+                      ["layer", *[f"FFN {h}" for h in CONTROLLED], *[f"attention {h}" for h in CONTROLLED]],
+                      [[f"{i} (first)" if i == 0 else str(i)]
+                       + [r[c, h][i] for c in ("ffn", "attn") for h in CONTROLLED] for i in range(minilm.n_layers)],
+                      note="Pearson r, 1 = structure unchanged"),
                 *added_tables],
         series=[Series("Path-patching selectivity of FFN l for its own attention's output", "layer", "selectivity",
                        [Line("SmolLM2 vs earlier", x, [_pooled_path(paths, "sel earlier", i) for i in range(n_layers)]),
@@ -266,8 +275,9 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
                              [row[1 + j * len(CONTROLLED) + CONTROLLED.index(h)] for row in abl_rows])
                         for j, c in enumerate(("ffn", "attn")) for h in ("zero", "mean", "mean-pos", "random")],
                        kind="bar"),
-                Series("all-MiniLM-L6-v2: similarity structure kept with one FFN ablated", "layer", "Pearson r",
-                       [Line(how, list(range(minilm.n_layers)), r[how]) for how in ABLATIONS]),
+                Series("all-MiniLM-L6-v2: similarity structure kept with one component ablated", "layer", "Pearson r",
+                       [Line(f"{c} {h}", list(range(minilm.n_layers)), r[c, h]) for c in ("ffn", "attn")
+                        for h in ("zero", "mean-pos", "random")]),
                 *added_series],
         anchors=[Anchor("He et al. 2024 (What matters in Transformers?)", "attention layers are far more droppable "
                         "than FFN layers (Llama-2-70B: half the attention layers dropped, -2.4%)",
