@@ -166,7 +166,7 @@ class PretrainedC4:
 
 
 MEASURE = {"quick": PretrainedC4(4, 64, 3, 8, 32, 64),
-           "full": PretrainedC4(8, 128, 1, 32, 64, 256, lens_layers=(5, 10, 15, 20, 25), lens_steps=30,
+           "full": PretrainedC4(8, 128, 1, 16, 64, 256, lens_layers=(5, 10, 15, 20, 25), lens_steps=30,
                                 lens_batch=4, lens_length=64, lens_windows=8)}
 
 
