@@ -100,3 +100,11 @@ def test_own_models_patching_from_the_same_input_changes_nothing(norm_position):
     assert other.source[0] == "hook_embed" and all(s in components(m, i) for i, s in enumerate(other.source))
     # norm-matched controls: same size as attention's change, so the relative changes are comparable
     assert all(-1 <= s <= 1 for layer in other.selectivity() for s in layer)
+
+
+def test_a_subset_of_layers_gives_the_same_numbers_there():
+    m, x, other = own_model(), torch.randint(0, 40, (3, 12)), torch.randint(0, 40, (3, 12))
+    every, some = path_patching(m, x, other, seed=3), path_patching(m, x, other, seed=3, layers=[0, 2])
+    assert some.measured == [0, 2] and every.measured == [0, 1, 2] and some.source == every.source
+    assert some.attn[1] == [] and some.attn[2] == pytest.approx(every.attn[2])
+    assert some.earlier[2] == pytest.approx(every.earlier[2])

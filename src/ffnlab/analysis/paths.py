@@ -85,7 +85,8 @@ def _norm_matched(direction: Tensor, like: Tensor) -> Tensor:
 @dataclass
 class PathResult:
     """Per layer, one value per sequence (relative change of FFN l's output), for the patched path
-    and each control; `source[l]` names the earlier component used as layer l's control."""
+    and each control (empty for a layer not measured); `source[l]` names the earlier component used
+    as layer l's control."""
 
     attn: list[list[float]]
     earlier: list[list[float]]
@@ -100,11 +101,18 @@ class PathResult:
         return [[(a - c) / (a + c) if a + c > 0 else 0.0 for a, c in zip(al, cl)]
                 for al, cl in zip(self.attn, ctrl)]
 
+    @property
+    def measured(self) -> list[int]:
+        """The layers that were patched."""
+        return [i for i, values in enumerate(self.attn) if values]
+
 
 @torch.no_grad()
-def path_patching(model, tokens: Tensor, other: Tensor, seed: int = 0, batch_size: int = 8) -> PathResult:
-    """Path-patch attention l -> FFN l with `other` (B, T) as the source input, for every layer of
-    `model`, against the two norm-matched controls (module docstring); `tokens` (B, T) are the inputs."""
+def path_patching(model, tokens: Tensor, other: Tensor, seed: int = 0, batch_size: int = 8,
+                  layers: list[int] | None = None) -> PathResult:
+    """Path-patch attention l -> FFN l with `other` (B, T) as the source input, for each of `layers`
+    (default all), against the two norm-matched controls (module docstring); `tokens` (B, T) are the
+    inputs. The control sources are drawn for every layer, so a subset sees the same ones."""
     if tokens.shape != other.shape:
         raise ValueError(f"tokens {tuple(tokens.shape)} and other {tuple(other.shape)} must have one shape")
     n_layers, device = model.n_layers, module_device(model)
@@ -122,7 +130,7 @@ def path_patching(model, tokens: Tensor, other: Tensor, seed: int = 0, batch_siz
             model(x)
         with capture(model, names) as b:
             model(x2)
-        for layer in range(n_layers):
+        for layer in range(n_layers) if layers is None else layers:
             clean = a[block_hook(layer, "ffn.hook_out")].float()
             delta = (b[block_hook(layer, "attn.hook_out")] - a[block_hook(layer, "attn.hook_out")]).float()
             noise = torch.randn(delta.shape, generator=gen).to(delta.device)

@@ -140,13 +140,13 @@ class PretrainedC4:
 
     def ablation_method(self) -> str:
         every = "every layer" if self.every == 1 else f"one layer in {self.every} from layer 0"
-        return (f"SmolLM2 (bf16): path patching on {self.patch_windows} test windows of {self.patch_length} tokens "
-                f"per seed, each patched from another window: attention l's output on the other window added only "
-                "on its way into FFN l (difference at attn.hook_out, FFN l's output read, forward stopped), relative "
+        return (f"SmolLM2 (bf16), {every}: path patching on {self.patch_windows} test windows of {self.patch_length} "
+                f"tokens per seed, each patched from another window: attention l's output on the other window added "
+                "only on its way into FFN l (difference at attn.hook_out, FFN l's output read, forward stopped), relative "
                 "change of FFN l's output against a random earlier component's change (embedding, attention or FFN "
                 "below l) rescaled per position to the same norm, and a random direction of that norm. Ablation: "
                 f"mean next-token loss on {self.windows} windows of {self.length} tokens with the FFN or attention of "
-                f"{every} zeroed, set to its global or per-position mean over {self.windows} reference windows, "
+                "one layer zeroed, set to its global or per-position mean over {self.windows} reference windows, "
                 "resampled, or pushed by a random direction of its own norm. MiniLM (no head): the same path "
                 f"patching on {self.sentences} passages of 32 tokens; the same ablations of FFN and attention (every "
                 "layer) scored by the Pearson r of the pairwise cosine similarities of mean-pooled embeddings, clean "
@@ -187,7 +187,7 @@ PATH_COLUMNS = ["layer", "control source (seed 0)", "own attention", "earlier (n
 def _path_rows(paths) -> list[list]:
     keys = ("attn", "earlier", "random", "earlier_raw", "sel earlier", "sel random")
     return [[f"{i} (first)" if i == 0 else str(i), paths[0].source[i]] + [_pooled_path(paths, k, i) for k in keys]
-            for i in range(len(paths[0].attn))]
+            for i in paths[0].measured]
 
 
 def _selectivity(paths, layers, quantity: str) -> Estimate:
@@ -209,7 +209,7 @@ def _selectivity(paths, layers, quantity: str) -> Estimate:
 def pretrained_ffn_ablation(ctx: Context) -> Result:
     m = MEASURE["quick" if ctx.quick else "full"]
     smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress, device=ctx.device)
-    n_layers, ab_layers = smol.n_layers, list(range(0, smol.n_layers, m.every))
+    ab_layers = list(range(0, smol.n_layers, m.every))
     ablations, paths = [], []
     for seed in ctx.seeds:
         tokens = token_windows(smol, ctx, m.windows, m.length, seed)
@@ -217,7 +217,8 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
         ablations.append(controlled_ablation(smol, tokens, reference, seed=seed, layers=ab_layers,
                                              progress=ctx.progress))
         paths.append(path_patching(smol, token_windows(smol, ctx, m.patch_windows, m.patch_length, 20_000 + seed),
-                                   token_windows(smol, ctx, m.patch_windows, m.patch_length, 30_000 + seed), seed=seed))
+                                   token_windows(smol, ctx, m.patch_windows, m.patch_length, 30_000 + seed), seed=seed,
+                                   layers=ab_layers))
     minilm = load(MINILM, progress=ctx.progress, device=ctx.device)
     mini_paths = [path_patching(minilm, passages(minilm, ctx, m.sentences, 32, seed),
                                 passages(minilm, ctx, m.sentences, 32, 60_000 + seed), seed=seed) for seed in ctx.seeds]
@@ -226,7 +227,7 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
                    for seed in ctx.seeds] for comp in ("ffn", "attn")}
     r = {(comp, how): [_mean([c[how][i] for c in corr[comp]]) for i in range(minilm.n_layers)]
          for comp in corr for how in CONTROLLED}
-    sel = _selectivity(paths, range(1, n_layers), SELECTIVITY + " (SmolLM2)")
+    sel = _selectivity(paths, [i for i in ab_layers if i > 0], SELECTIVITY + " (SmolLM2)")
     verdict, reason = single_verdict(PATH_CRITERION, sel)
 
     def inc(comp: str, how: str, pick) -> list[float]:
@@ -246,7 +247,7 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
                                                           for c in ("ffn", "attn") for h in CONTROLLED]
                 for k, i in enumerate(ab_layers)]
     added_tables, added_series, added_config, skipped = _added_ablation(ctx, m.windows, m.length)
-    x = [float(i) for i in range(n_layers)]
+    x = [float(i) for i in ab_layers]
     return Result(
         name="", claim="", title="", version=0, mode=ctx.mode, method=m.ablation_method(),
         criterion=PATH_CRITERION, verdict=verdict, reason=reason, estimates=est,
@@ -266,8 +267,8 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
                       note="Pearson r, 1 = structure unchanged"),
                 *added_tables],
         series=[Series("Path-patching selectivity of FFN l for its own attention's output", "layer", "selectivity",
-                       [Line("SmolLM2 vs earlier", x, [_pooled_path(paths, "sel earlier", i) for i in range(n_layers)]),
-                        Line("SmolLM2 vs random", x, [_pooled_path(paths, "sel random", i) for i in range(n_layers)]),
+                       [Line("SmolLM2 vs earlier", x, [_pooled_path(paths, "sel earlier", i) for i in ab_layers]),
+                        Line("SmolLM2 vs random", x, [_pooled_path(paths, "sel random", i) for i in ab_layers]),
                         Line("MiniLM vs earlier", list(range(minilm.n_layers)),
                              [_pooled_path(mini_paths, "sel earlier", i) for i in range(minilm.n_layers)])]),
                 Series("SmolLM2-135M: loss increase when one component is ablated", "layer", "Δ loss (nats)",
