@@ -60,3 +60,44 @@ def test_custom_loss_function_is_used():
 def test_mean_ablation_without_reference_is_a_user_error():
     with pytest.raises(FFNLabError, match="reference"):
         ffn_ablation(model(), torch.randint(0, 50, (2, 8)), methods=("mean",))
+
+
+def test_controlled_ablation_matches_plain_ablation_and_its_controls_hold():
+    from ffnlab.analysis.ablation import controlled_ablation
+
+    m = model()
+    tokens, ref = torch.randint(0, 50, (6, 16)), torch.randint(0, 50, (6, 16))
+    plain = ffn_ablation(m, tokens, ref, methods=("zero", "mean"), batch_size=4)
+    ctl = controlled_ablation(m, tokens, ref, batch_size=4)
+    assert ctl.clean == pytest.approx(plain.clean)
+    for how in ("zero", "mean"):
+        assert ctl.loss["ffn"][how] == pytest.approx(plain.loss[how], abs=1e-5)
+    for layer in range(3):  # zeroing attention's output = a model whose attention output projection is zero
+        zeroed = copy.deepcopy(m)
+        with torch.no_grad():
+            for p in zeroed.blocks[layer].attn.proj.parameters():
+                p.zero_()
+        assert ctl.loss["attn"]["zero"][layer] == pytest.approx(mean_loss(zeroed, tokens, causal_lm_loss, 4),
+                                                                abs=1e-5)
+    assert all(abs(x) > 1e-4 for x in ctl.increase("ffn", "random"))  # a same-size random push moves the loss
+    # the reference is the evaluated sequence itself: per-position mean and resample give back the activation,
+    # the global mean does not
+    one = tokens[:1]
+    same = controlled_ablation(m, one, one, methods=("mean", "mean-pos", "resample"), components=("ffn",))
+    assert same.increase("ffn", "mean-pos") == pytest.approx([0.0] * 3, abs=1e-6)
+    assert same.increase("ffn", "resample") == pytest.approx([0.0] * 3, abs=1e-6)
+    assert all(abs(x) > 1e-3 for x in same.increase("ffn", "mean"))
+
+
+def test_random_direction_of_a_silent_ffn_changes_nothing():
+    from ffnlab.analysis.ablation import controlled_ablation
+
+    m = model()
+    with torch.no_grad():
+        for p in m.blocks[2].ffn.fc_out.parameters():
+            p.zero_()
+    x = torch.randint(0, 50, (3, 16))
+    r = controlled_ablation(m, x, x, methods=("random",), components=("ffn",))
+    assert r.increase("ffn", "random")[2] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(FFNLabError, match="known"):
+        controlled_ablation(m, x, x, methods=("shuffle",))

@@ -3,7 +3,8 @@
 import pytest
 
 from ffnlab.errors import FFNLabError
-from ffnlab.experiments.pretrained import _added_ablation, lens_profile, user_decoders
+from ffnlab.experiments.c4_pretrained import _added_ablation, lens_profile
+from ffnlab.experiments.pretrained import user_decoders
 from ffnlab.experiments.registry import Context
 from ffnlab.model.hooks import ABLATIONS
 from ffnlab.pretrained.sources import source_stamp
