@@ -27,12 +27,12 @@ from ffnlab.analysis.accounting import crossover_length, flops_per_token
 from ffnlab.analysis.timing import crossover, loglog_slope, quadratic_share, sublayer_times
 from ffnlab.device import module_device, resolve_device
 from ffnlab.experiments.common import data, few_threads, fit, progress_bar, size, size_name, train_config
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFN_KINDS, FFNConfig, ModelConfig, Transformer
 from ffnlab.model.hooks import capture, hooks
 from ffnlab.model.names import block_hook
-from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Line, Result, Series, Table
+from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Line, Series, Table
 
 SLOPE = 1.15  # FFN time ~ T^slope; 1 = constant cost per token
 MARGIN = 0.2  # attention's slope must exceed the FFN's by this much for the timing to show a difference
@@ -175,7 +175,7 @@ def _median(xs: list[float]) -> float:
 
 @experiment("position-wise", claim="C1", version=3, order=10, deviations=DEVIATIONS,
             title="Is the FFN position-wise? Exactness (by construction) and measured growth of its cost with T")
-def position_wise(ctx: Context) -> Result:
+def position_wise(ctx: Context) -> Findings:
     task, s = data(ctx), size(ctx)
     mode = size_name(ctx)
     specs = kinds()
@@ -262,8 +262,7 @@ def position_wise(ctx: Context) -> Result:
             f"at T = {predicted}; the FFN's do not depend on T.")}]
     where = f"{device.type} ({precision}, {threads} thread{'s' if threads != 1 else ''})" if device.type == "cpu" \
         else f"{device.type} ({precision})"
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=f"(a) 2-layer decoders (d={d}) of every FFN kind trained {steps} steps; the FFN input of layer 1 "
                f"at all positions but t is replaced {trials} times for each t in {ts} (T={s.seq_len}), alternately "
                "by other tokens' inputs (shuffled positions, resampled sequences) and by copies of the last sequence's "

@@ -22,12 +22,12 @@ from torch import Tensor
 
 from ffnlab.analysis.rank import VARIANTS, describe_ratio, floor_of, rank_collapse, residual_ratio
 from ffnlab.device import module_device
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model.hooks import hooks
 from ffnlab.model.names import block_hook
 from ffnlab.pretrained import PretrainedModel, load
-from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Line, Result, Series, Table
+from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Line, Series, Table
 
 SLOWS = 1.0  # log10: attention+FFN keeps >= 10x the residual of pure attention (as C2 on own models)
 CRITERION = Criterion(
@@ -86,7 +86,7 @@ def _mean(rows: list[list[float]]) -> list[float]:
 
 @experiment("pretrained-rank-collapse", claim="C2", version=2, order=57, deviations=DEVIATIONS,
             title="Rank collapse in MiniLM and SmolLM2: surgery contrasts and each FFN's effect on token diversity")
-def pretrained_rank_collapse(ctx: Context) -> Result:
+def pretrained_rank_collapse(ctx: Context) -> Findings:
     from transformers import BertModel
 
     from ffnlab.experiments.pretrained import MINILM, SMOLLM2, _caveats, _meta, token_windows
@@ -146,8 +146,7 @@ def pretrained_rank_collapse(ctx: Context) -> Result:
              + ", ".join(f"{k} {sum(x > 1 for x in acr)} of {len(acr)} layers (median {statistics.median(acr):.3g}, "
                          f"largest {max(acr):.3g} at layer {acr.index(max(acr))})"
                          for k, acr in ((k, _mean([a['across'] for a in runs])) for k, runs in around.items())))
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method="Residual ratio ||res(H)||/||H|| (norm sqrt(||.||_1 ||.||_inf), res = H minus its row mean). "
                f"MiniLM: after each block, on {n_mini} test windows of {len_mini} tokens per seed, for the block as "
                "trained, without the FFN (attn+skip), without the skip around attention (attn+ffn, Dong's SAN+MLP) "

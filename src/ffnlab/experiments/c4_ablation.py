@@ -25,9 +25,9 @@ from ffnlab.experiments.c4_criteria import (CRITERION, LENS_GAP, c4_verdict, per
                                            per_sequence_selectivity, seed_estimates)
 from ffnlab.experiments.common import (base_model, data, few_threads, fit, progress_bar, size, size_name,
                                       train_ahead, train_config)
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import estimate
-from ffnlab.results import Anchor, Deviation, Line, Result, Series, Table
+from ffnlab.results import Anchor, Deviation, Line, Series, Table
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _mean(xs) -> float:
                                   "the old criterion could not fail: any working sub-layer costs more than 0.01 "
                                   "nats and any change of the stream moves later attention; it had no control and "
                                   "did not test whether the FFN depends on its own layer's attention"),))
-def ffn_ablation_experiment(ctx: Context) -> Result:
+def ffn_ablation_experiment(ctx: Context) -> Findings:
     task, s = data(ctx), size(ctx)
     cfg = base_model(ctx, task.vocab_size)
     m = MEASURE.get(size_name(ctx), MEASURE["quick"])
@@ -107,7 +107,7 @@ def ffn_ablation_experiment(ctx: Context) -> Result:
     return summarise(ctx, cfg, s, m, out)
 
 
-def summarise(ctx: Context, cfg, s, m: C4Config, out: list[dict]) -> Result:
+def summarise(ctx: Context, cfg, s, m: C4Config, out: list[dict]) -> Findings:
     layers = list(range(cfg.n_layers))
     rest = layers[1:] or layers
     sel, gap = seed_estimates([_mean(per_sequence_selectivity(r["path"], rest)) for r in out],
@@ -158,8 +158,7 @@ def summarise(ctx: Context, cfg, s, m: C4Config, out: list[dict]) -> Result:
     abl_lines = [Line(f"{c} {h}", x, per_layer(lambda r, c=c, h=h: r["ablation"].increase(c, h)))
                  for c in ("ffn", "attn") for h in ("zero", "resample", "random")]
     clean = _mean([r["ablation"].clean for r in out])
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=m.method(cfg, s.steps, s.seq_len),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
         tables=[Table("Path patching attention l -> FFN l: relative change of FFN l's output", [

@@ -28,11 +28,11 @@ from ffnlab.experiments.c4_criteria import (LENS_CRITERION, LENS_GAP, PATH_CRITE
                                            per_sequence_gap, per_sequence_selectivity, single_verdict)
 from ffnlab.experiments.pretrained import (MINILM, SMOLLM2, _caveats, _meta, passages, token_windows,
                                            user_decoders)
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.model.hooks import ABLATIONS, capture, hooks
 from ffnlab.model.names import block_hook
 from ffnlab.pretrained import PretrainedModel, load
-from ffnlab.results import Anchor, Deviation, Estimate, Line, Result, Series, Table
+from ffnlab.results import Anchor, Deviation, Estimate, Line, Series, Table
 
 
 # -- shared with the previous version: MiniLM similarity structure, plain FFN ablation, added models --------
@@ -206,7 +206,7 @@ def _selectivity(paths, layers, quantity: str) -> Estimate:
                                   "ablation 3.13 nats vs zeroing 1.70)",
                                   "FFN ablation alone cannot tell whether the FFN post-processes attention's output; "
                                   "global-mean ablation was not the input-independent baseline it was taken for"),))
-def pretrained_ffn_ablation(ctx: Context) -> Result:
+def pretrained_ffn_ablation(ctx: Context) -> Findings:
     m = MEASURE["quick" if ctx.quick else "full"]
     smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress, device=ctx.device)
     ab_layers = list(range(0, smol.n_layers, m.every))
@@ -248,8 +248,8 @@ def pretrained_ffn_ablation(ctx: Context) -> Result:
                 for k, i in enumerate(ab_layers)]
     added_tables, added_series, added_config, skipped = _added_ablation(ctx, m.windows, m.length)
     x = [float(i) for i in ab_layers]
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode, method=m.ablation_method(),
+    return Findings(
+        method=m.ablation_method(),
         criterion=PATH_CRITERION, verdict=verdict, reason=reason, estimates=est,
         tables=[Table("SmolLM2-135M: path patching attention l -> FFN l (relative change of FFN l's output)",
                       PATH_COLUMNS, _path_rows(paths), note="selectivity = (own - control) / (own + control); "
@@ -307,7 +307,7 @@ def _train_windows(model: PretrainedModel, ctx: Context, n: int, length: int, se
                                      "attention' (full mode, where the tuned lens runs)",
                                   "version 2's results as reviewed in issue 12 (logit lens 14-18 nats KL mid-stack)",
                                   "the logit lens is too far from the output mid-stack to say what a sub-layer adds"),))
-def pretrained_logit_lens(ctx: Context) -> Result:
+def pretrained_logit_lens(ctx: Context) -> Findings:
     m = MEASURE["quick" if ctx.quick else "full"]
     n, length = (4, 64) if ctx.quick else (32, 128)
     smol = load(SMOLLM2, dtype=torch.bfloat16, progress=ctx.progress, device=ctx.device)
@@ -351,8 +351,8 @@ def pretrained_logit_lens(ctx: Context) -> Result:
                              [Line(f"{lk} lens, {w}", list(m.lens_layers), [row[1 + 3 * j + ["pre", "mid", "post"]
                                                                                   .index(w)] for row in rows])
                               for j, lk in enumerate(("logit", "tuned")) for w in ("mid", "post")]))
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode, method=m.lens_method(n, length),
+    return Findings(
+        method=m.lens_method(n, length),
         criterion=criterion, verdict=verdict, reason=reason, estimates=estimates,
         tables=[*tables, Table("Logit lens around each FFN", LENS_COLUMNS, _lens_rows(p)),
                 *[Table(f"{name} (added with --model): logit lens around each FFN", LENS_COLUMNS, _lens_rows(q),

@@ -19,9 +19,9 @@ import statistics
 import torch
 
 from ffnlab.analysis.accounting import account, account_config, flops_per_token
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.model import PRESETS, FFNConfig
-from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Result, Table
+from ffnlab.results import Anchor, Criterion, Deviation, Estimate, Table
 
 BAND = (0.4, 0.6)  # "about half": within 10 points of 50%
 CRITERION = Criterion("largest distance of a reference model's FFN share of all parameters from 0.5", "<",
@@ -119,7 +119,7 @@ def reference_models() -> dict:
 
 @experiment("pretrained-accounting", claim="C5", version=2, order=55, seeded=False, deviations=DEVIATIONS,
             title="Do FFNs hold about half of all parameters? Shares across models, GQA, MoE and ALBERT sharing")
-def pretrained_accounting(ctx: Context) -> Result:
+def pretrained_accounting(ctx: Context) -> Findings:
     import copy
 
     from ffnlab.experiments.pretrained import user_models
@@ -203,8 +203,7 @@ def pretrained_accounting(ctx: Context) -> Result:
                               f"{acc.total:,} params; FFN {100 * acc.share('ffn'):.1f}% of all, "
                               f"{100 * acc.share_non_embedding('ffn'):.1f}% of non-embedding (norms and pooler "
                               "in the denominator)"))
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method="Exact parameter counts per component over named_parameters() (tied weights once) and forward "
                "FLOPs per token, on meta-device models (shapes, no weights): "
                f"{', '.join(refs)} (the reference models of the criterion); ffnlab's presets "

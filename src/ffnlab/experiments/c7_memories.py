@@ -24,9 +24,9 @@ from ffnlab.analysis.memory_controls import neuron_agreement, promotion_scores, 
 from ffnlab.analysis.neurons import NeuronStats, StatsConfig, neuron_stats
 from ffnlab.experiments.common import few_threads
 from ffnlab.experiments.kv_controls import KV_CRITERION, LayerControls, judge_kv, layer_rows, thirds
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.open import Opened, open_model
-from ffnlab.results import Anchor, Deviation, Line, Result, Series, Table
+from ffnlab.results import Anchor, Deviation, Line, Series, Table
 
 
 # -- plumbing shared with the CLI -----------------------------------------------------------------
@@ -107,7 +107,7 @@ KV_DEVIATION = Deviation(
 
 @experiment("c7-kv-memories", claim="C7", version=2, order=70, seeded=False, deviations=(KV_DEVIATION,),
             title="FFN neurons as key-value memories: triggers, values and their agreement")
-def kv_memories(ctx: Context) -> Result:
+def kv_memories(ctx: Context) -> Findings:
     n_tokens = 16_384 if ctx.quick else 262_144
     with few_threads():
         opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress, device=ctx.device)
@@ -169,8 +169,7 @@ def kv_memories(ctx: Context) -> Result:
     best = max(range(n_layers), key=lambda i: ag[i].agree)
     picks = [(best, int(i)) for i in stats.layers[best].top_values[:, 0].abs().topk(3).indices] + [(0, 0), (1, 1)]
     last3 = rows[-3:]
-    return Result(
-        name="c7-kv-memories", claim="C7", title="", version=2, mode=ctx.mode,
+    return Findings(
         method=(f"{opened.name}: one streaming pass over {stats.count:,} tokens ({stats.seq_len}-token windows of "
                 f"the study corpus) records every FFN neuron's top-{stats.cfg.k} activating tokens (|activation|, "
                 "sign kept), mean, variance, sparsity and histogram. Each value vector is read through the model's "

@@ -23,9 +23,9 @@ from ffnlab.analysis.tracing import fact_prompts, known_facts, shipped_facts
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments.common import few_threads
 from ffnlab.experiments.items import decide_items, item_estimate
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.open import Opened, open_model
-from ffnlab.results import Anchor, Criterion, Estimate, Line, Result, Series, Table
+from ffnlab.results import Anchor, Criterion, Estimate, Line, Series, Table
 
 SMOLLM2 = "smollm2"
 CRITERION = Criterion(
@@ -181,7 +181,7 @@ def method_text(name: str, cfg: NeuronsConfig, checked: int, n_facts: int) -> st
 
 @experiment("c7-knowledge-neurons", claim="C7", version=1, order=72, seeded=False,
             title="Knowledge neurons, refined over paraphrases, against a matched baseline and unrelated facts")
-def knowledge_neurons(ctx: Context) -> Result:
+def knowledge_neurons(ctx: Context) -> Findings:
     cfg = QUICK if ctx.quick else FULL
     with few_threads():
         opened = open_model(ctx.options.get("model", SMOLLM2), progress=ctx.progress, device=ctx.device)
@@ -203,8 +203,7 @@ def knowledge_neurons(ctx: Context) -> Result:
                    [f"distinct neurons in the upper third of layers ({n_layers - n_layers // 3}-{n_layers - 1})",
                     upper]])
     own = estimates[2]
-    return Result(
-        name="c7-knowledge-neurons", claim="C7", title="", version=1, mode=ctx.mode,
+    return Findings(
         method=method_text(opened.name, cfg, checked, len(facts)),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=estimates, tables=[table, recur],
         series=[Series("Knowledge neurons by layer (distinct, over all facts)", "layer", "neurons",

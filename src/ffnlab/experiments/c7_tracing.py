@@ -13,6 +13,7 @@ be checked on synthetic records.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import torch
@@ -22,10 +23,10 @@ from ffnlab.analysis.tracing import (SEVERED, default_window, embedding_std, fac
                                      shipped_facts, trace)
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments.common import few_threads
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import decide
 from ffnlab.open import open_model
-from ffnlab.results import Criterion, Deviation, Estimate, Line, Result, Series, Table
+from ffnlab.results import Criterion, Deviation, Estimate, Line, Series, Table
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def _curve(records: list[dict], key: str, n: int, group: str = "curves") -> tupl
 
 
 def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: int, known: int, shipped: int,
-              mode: str, method_extra: str = "") -> Result:
+              mode: str, method_extra: str = "") -> Findings:
     if not records:
         raise FFNLabError("no facts traced")
     half = range(1, max(2, n_layers // 2))
@@ -141,8 +142,7 @@ def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: in
     severed = Table("Severed paths at the last subject token, mean over layers 1..L/2-1",
                     ["component frozen", "drop of the indirect effect (p)", "95% CI low", "95% CI high"],
                     [[c, *bootstrap(drop[c], cfg.bootstrap)] for c in ("mlp", "attn")])
-    return Result(
-        name="c7-fact-tracing", claim="C7", title="", version=2, mode=mode,
+    return Findings(
         method=(f"{cfg.model}: {known} of {shipped} shipped facts checked answered correctly (top-1, canonical "
                 "template; facts whose subject ends inside a token are left out); "
                 f"{len(records)} traced. Subject embeddings + N(0, (3σ)²) noise, {cfg.samples} samples; hidden "
@@ -181,7 +181,7 @@ def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: in
 
 @experiment("c7-fact-tracing", claim="C7", version=2, order=71, seeded=False, deviations=(PREVIOUS,),
             title="Causal tracing with severed paths, and attribute extraction, on facts SmolLM2 knows")
-def fact_tracing(ctx: Context) -> Result:
+def fact_tracing(ctx: Context) -> Findings:
     cfg = QUICK if ctx.quick else FULL
     cfg = TracingConfig(**{**asdict(cfg), "model": ctx.options.get("model", cfg.model)})
     with few_threads():
@@ -199,5 +199,4 @@ def fact_tracing(ctx: Context) -> Result:
         records = measure(model, [facts[i * len(facts) // n] for i in range(n)], noise, cfg)
     result = summarise(records, cfg, model.n_layers, default_window(model.n_layers), len(facts), len(checked),
                        ctx.mode, f" σ = {noise / 3:.4f}.")
-    result.caveats = opened.caveats + result.caveats
-    return result
+    return dataclasses.replace(result, caveats=opened.caveats + result.caveats)
