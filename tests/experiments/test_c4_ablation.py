@@ -12,6 +12,8 @@ def test_paths_lenses_and_controls_at_test_size(run_test_size):
     path, lens, abl = (t.rows for t in r.tables)
     assert len(path) == len(lens) == len(abl) == 2  # one row per layer
     assert path[0][0] == "0 (first)" and path[0][1] == "hook_embed"  # layer 0's control is the embedding
+    (first,) = r.extra["statements"]  # the layered answer: layer 0 apart, with its own number
+    assert first["level"] == "suggested" and f"costs {r.estimates[8].mean:.3g} nats" in first["text"]
     # the criterion's number is the table's selectivity over layers >= 1 (one seed: same mean either way)
     assert r.estimates[0].mean == pytest.approx(sum(row[6] for row in path[1:]) / len(path[1:]), abs=1e-9)
     assert all(-1 <= row[6] <= 1 and row[2] > 0 for row in path)

@@ -107,6 +107,11 @@ def ffn_ablation_experiment(ctx: Context) -> Findings:
     return summarise(ctx, cfg, s, m, out)
 
 
+def fmt_est(e) -> str:
+    """`mean [low, high]` of an estimate over seeds (the mean alone for one seed)."""
+    return f"{e.mean:.3g}" if len(e.per_seed) < 2 else f"{e.mean:.3g} [{e.ci_low:.3g}, {e.ci_high:.3g}]"
+
+
 def summarise(ctx: Context, cfg, s, m: C4Config, out: list[dict]) -> Findings:
     layers = list(range(cfg.n_layers))
     rest = layers[1:] or layers
@@ -158,6 +163,10 @@ def summarise(ctx: Context, cfg, s, m: C4Config, out: list[dict]) -> Findings:
     abl_lines = [Line(f"{c} {h}", x, per_layer(lambda r, c=c, h=h: r["ablation"].increase(c, h)))
                  for c in ("ffn", "attn") for h in ("zero", "resample", "random")]
     clean = _mean([r["ablation"].clean for r in out])
+    statements = [{"level": "suggested", "text": (  # the layered answer, layer by layer (report.layers)
+        f"In ffnlab's {cfg.n_layers}-layer models the first FFN weighs most: resampling its output costs "
+        f"{fmt_est(est[8])} nats, against {fmt_est(est[4])} on average for later FFNs and {fmt_est(est[5])} for "
+        f"later attention; FFN l's selectivity for its own attention's output, layers >= 1: {fmt_est(sel)}.")}]
     return Findings(
         method=m.method(cfg, s.steps, s.seq_len),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
@@ -189,6 +198,7 @@ def summarise(ctx: Context, cfg, s, m: C4Config, out: list[dict]) -> Findings:
                  "vector at every position, which can be further from the true activation than zero; the "
                  "per-position mean keeps what depends on position only.",
                  "The tuned lens is trained on the training split of the same corpus; the KLs are on test sequences."],
+        extra={"statements": statements},
         config={"model": cfg.to_dict(), "train": train_config(ctx, 0).to_dict(), "measure": asdict(m),
                 "attention_tv": [r["shift"].tv for r in out], "lens_history": [r["lens_history"] for r in out]},
     )

@@ -243,6 +243,11 @@ def pretrained_ffn_ablation(ctx: Context) -> Findings:
     for e in est[3:]:
         e.ci_low = e.ci_high = e.mean  # over layers, not sequences: a description, not an interval
     clean = _mean([a.clean for a in ablations])
+    statements = [{"level": "suggested", "text": (  # the layered answer, layer by layer (report.layers)
+        f"SmolLM2-135M's first FFN acts as an extended embedding: zeroing it costs {est[-1].mean:.2f} nats, against "
+        f"{est[3].mean:.3f} on average for the FFNs of the later layers ablated and {est[4].mean:.3f} for their "
+        f"attention; its path-patching selectivity for its own attention is {est[1].mean:+.2f} (later layers "
+        f"{sel.mean:+.3f}).")}]
     abl_rows = [[f"{i} (first)" if i == 0 else str(i)] + [_mean([a.increase(c, h)[k] for a in ablations])
                                                           for c in ("ffn", "attn") for h in CONTROLLED]
                 for k, i in enumerate(ab_layers)]
@@ -287,6 +292,7 @@ def pretrained_ffn_ablation(ctx: Context) -> Findings:
         caveats=_caveats(smol) + ["one component is ablated at a time; effects of several need not add up",
                                   "selectivity compares same-size changes; the unscaled column shows how large the "
                                   "earlier component's own change is"] + skipped,
+        extra={"statements": statements},
         config={"smollm2": _meta(smol), "minilm": _meta(minilm), "added": added_config, "measure": asdict(m),
                 "ablated_layers": ab_layers, "controls": [p.source for p in paths],
                 "clean_loss_per_seed": [a.clean for a in ablations]},

@@ -169,6 +169,17 @@ def kv_memories(ctx: Context) -> Findings:
     best = max(range(n_layers), key=lambda i: ag[i].agree)
     picks = [(best, int(i)) for i in stats.layers[best].top_values[:, 0].abs().topk(3).indices] + [(0, 0), (1, 1)]
     last3 = rows[-3:]
+
+    def zci(v) -> str:  # (mean, low, high) of a bootstrap over neurons
+        return f"{v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]"
+
+    statements = [{"level": "suggested", "text": (  # the layered answer, layer by layer (report.layers)
+        f"{opened.name}'s late FFNs promote and actively suppress: in layers "
+        f"{', '.join(str(r['layer']) for r in last3)} the tokens a sub-update promotes score "
+        + ", ".join(zci(r["promoted_excess"]) for r in last3)
+        + " z above frequency-matched tokens, and the tokens it eliminates "
+        + ", ".join(zci(r["eliminated_excess"]) for r in last3)
+        + " z (Geva et al. 2022 report about 0 for eliminated tokens).")}]
     return Findings(
         method=(f"{opened.name}: one streaming pass over {stats.count:,} tokens ({stats.seq_len}-token windows of "
                 f"the study corpus) records every FFN neuron's top-{stats.cfg.k} activating tokens (|activation|, "
@@ -203,6 +214,6 @@ def kv_memories(ctx: Context) -> Findings:
             "Geva et al. judged trigger patterns by hand; the shallow share is an automatic surface criterion, and "
             "'not shallow' is not evidence of a semantic pattern.",
             f"{stats.count:,} tokens of Shakespeare, not the model's training distribution."],
-        extra={"neurons": neuron_examples(opened, stats, picks), "layers": rows},
+        extra={"neurons": neuron_examples(opened, stats, picks), "layers": rows, "statements": statements},
         config={"model": opened.name, "tokens": stats.count, "k": stats.cfg.k, "seq_len": stats.seq_len,
                 "promotion_positions": promote.numel()})
