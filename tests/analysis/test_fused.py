@@ -77,7 +77,7 @@ def test_the_inductor_compiled_fold_bins_every_bf16_value_as_the_eager_fold():
     every = torch.arange(-2**15, 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
     every = every[torch.isfinite(every.float())].reshape(-1, 1)
     scale, to_zero = 16 / 7.3, 8.0
-    scalars = torch.tensor([scale, to_zero, 0.25, 15]).unbind()
+    scalars = (*torch.tensor([scale, to_zero, 0.25]).unbind(), 15)
     out = fused.compiled_dense_fold(every, torch.zeros(1), torch.zeros(1, dtype=torch.int32), *scalars)
     if out is None:
         pytest.skip("torch.compile is unavailable here")

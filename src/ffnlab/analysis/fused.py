@@ -24,7 +24,7 @@ _compiled = None  # torch.compile(dense_fold) once asked for; False after it fai
 
 
 def dense_fold(acts: Tensor, shift: Tensor, offsets: Tensor, scale: Tensor, to_zero: Tensor, threshold: Tensor,
-               top_bin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+               top_bin: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Of activations (N, F): sums of deviations from `shift` (F,) and of their squares (F,), the count
     above `threshold` (F,) int64, and the (neuron, bin) id of every value (N, F) int32: the bin
     `clamp(x * scale + to_zero, 0, top_bin)` truncated, plus the neuron's `offsets` (F,) int32."""
@@ -34,7 +34,7 @@ def dense_fold(acts: Tensor, shift: Tensor, offsets: Tensor, scale: Tensor, to_z
     return dev.sum(0), (dev * dev).sum(0), (x > threshold).sum(0), bins
 
 
-def compiled_dense_fold(*args: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+def compiled_dense_fold(*args: Tensor | int) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """`dense_fold(*args)` compiled (compiling on the first call), or None where torch.compile is
     unavailable or failed: the caller then folds eagerly."""
     global _compiled

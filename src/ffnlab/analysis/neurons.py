@@ -126,7 +126,7 @@ class LayerStats:
             lo, hi = float(self.edges[0]), float(self.edges[-1])
             offsets = torch.arange(self.n_neurons, dtype=torch.int32, device=acts.device) * nb
             scale, to_zero = nb / (hi - lo), -lo * nb / (hi - lo)
-            scalars = torch.tensor([scale, to_zero, self.cfg.threshold, nb - 1], device=acts.device).unbind()
+            scalars = (*torch.tensor([scale, to_zero, self.cfg.threshold], device=acts.device).unbind(), nb - 1)
             self._affine = (self.edges, scale, to_zero, offsets, scalars)
         _, scale, to_zero, offsets, scalars = self._affine
         fused = self.compiled and not _accelerated(acts) and compiled_dense_fold(acts, shift, offsets, *scalars)
