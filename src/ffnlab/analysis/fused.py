@@ -1,7 +1,7 @@
 """The dense part of the neuron-statistics fold as one compiled loop (torch.compile), where it pays.
 
 Every batch (N, F) of a layer's activations is read for: the moment sums about a shift, the count
-above a threshold, each value's histogram bin and whether it enters the top-k (`LayerStats._fold`). Eagerly that is about ten
+above a threshold, and each value's histogram bin (`LayerStats._fold`). Eagerly that is about ten
 passes over the batch, one per op; compiled (TorchInductor; C++ on the CPU) it is one loop. Measured
 on one core, 1M bf16 activations: 1.8-2.0 ms vs 3.9-5.5 ms eagerly. Compiling costs ~30 s once per
 process (less when Inductor's disk cache holds it), so `neuron_stats` compiles only for passes long
@@ -24,18 +24,17 @@ _compiled = None  # torch.compile(dense_fold) once asked for; False after it fai
 
 
 def dense_fold(acts: Tensor, shift: Tensor, offsets: Tensor, scale: Tensor, to_zero: Tensor, threshold: Tensor,
-               top_bin: int, bar: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+               top_bin: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Of activations (N, F): sums of deviations from `shift` (F,) and of their squares (F,), the count
-    above `threshold` (F,) int64, the (neuron, bin) id of every value (N, F) int32: the bin
-    `clamp(x * scale + to_zero, 0, top_bin)` truncated, plus the neuron's `offsets` (F,) int32; and
-    the mask |x| > `bar` (N, F) of the top-k candidates (`bar`: each neuron's k-th best |value|)."""
+    above `threshold` (F,) int64, and the (neuron, bin) id of every value (N, F) int32: the bin
+    `clamp(x * scale + to_zero, 0, top_bin)` truncated, plus the neuron's `offsets` (F,) int32."""
     x = acts.float()
     dev = x - shift
     bins = (x * scale + to_zero).clamp(0, top_bin).to(torch.int32) + offsets
-    return dev.sum(0), (dev * dev).sum(0), (x > threshold).sum(0), bins, x.abs() > bar
+    return dev.sum(0), (dev * dev).sum(0), (x > threshold).sum(0), bins
 
 
-def compiled_dense_fold(*args: Tensor | int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
+def compiled_dense_fold(*args: Tensor | int) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """`dense_fold(*args)` compiled (compiling on the first call), or None where torch.compile is
     unavailable or failed: the caller then folds eagerly."""
     global _compiled
