@@ -408,7 +408,7 @@ class NeuronStats:
         return stats
 
 
-# compiling the fold (~30 s on one core) saves ~2.5 ms per 1M activations (analysis/fused.py): it
+# compiling the fold (10-35 s on one core) saves ~3.5 ms per 1M activations (analysis/fused.py): it
 # repays itself from ~1.4M tokens of a 6-layer model with F = 1024, ~280k of a 30-layer one
 COMPILE_MIN_TOKEN_LAYERS = 2**23
 
