@@ -7,7 +7,7 @@ import torch
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments.c8_memorisation import (CAPACITY, MODELS, RATIO, capacity_models, capacity_verdict,
                                                 fact_prompt)
-from ffnlab.experiments.capacity import (IGNORE, IS, CapacityFacts, answers, capacity, fact_bits, in_band, loss_bits,
+from ffnlab.experiments.capacity import (IGNORE, IS, CapacityFacts, answers, capacity, fact_bits, flattened, in_band, loss_bits,
                                          non_embedding_params)
 from ffnlab.experiments.verdict import estimate
 from ffnlab.model import ModelConfig, count_params
@@ -86,7 +86,7 @@ def test_capacity_sweep_finds_a_lookup_models_capacity():
             points.append((n, float(correct.float().mean())))
         assert all(fact_bits(n, a, n_attr) <= truth + 1e-9 for n, a in points)  # never counts more than it holds
         bits, at = capacity(points, n_attr)
-        assert at == known and in_band(points)
+        assert at == known and in_band(points) and flattened(points, n_attr)  # full: no gain from 192 to 384
         per_seed.append(bits)
     e = estimate("capacity", per_seed)
     assert e.ci_low <= truth <= e.ci_high
@@ -116,13 +116,16 @@ def test_capacity_of_a_synthetic_curve_is_found_within_its_interval():
 
 
 def test_each_verdict_of_the_capacity_criterion_is_reachable():
-    assert capacity_verdict([1.6, 1.7, 1.65], True)[0] == "supported"
-    assert capacity_verdict([1.6, 1.7, 1.65], False)[0] == "partly supported"  # the sweeps missed the band
-    assert capacity_verdict([1.0, 2.2, 1.3], True)[0] == "partly supported"  # mean clears, interval does not
-    assert capacity_verdict([1.12, 1.15, 1.1], True)[0] == "partly supported"  # above 1, below the threshold
-    assert capacity_verdict([0.9, 1.05, 1.0], True)[0] == "not supported"  # as Allen-Zhu & Li: no difference
-    assert capacity_verdict([0.5, 0.6, 0.55], True)[0] == "not supported"
+    assert capacity_verdict([1.6, 1.7, 1.65], True, True)[0] == "supported"
+    assert capacity_verdict([1.6, 1.7, 1.65], False, True)[0] == "partly supported"  # the sweeps missed the band
+    assert capacity_verdict([1.6, 1.7, 1.65], True, False)[0] == "partly supported"  # a model was not full
+    assert capacity_verdict([1.0, 2.2, 1.3], True, True)[0] == "partly supported"  # mean clears, interval does not
+    assert capacity_verdict([1.12, 1.15, 1.1], True, True)[0] == "partly supported"  # above 1, below the threshold
+    assert capacity_verdict([0.9, 1.05, 1.0], True, True)[0] == "not supported"  # as Allen-Zhu & Li: no difference
+    assert capacity_verdict([0.5, 0.6, 0.55], True, True)[0] == "not supported"
     assert RATIO > 1
+    assert not flattened([(256, 0.43), (512, 0.42)], 32)  # same accuracy on twice the facts: not full yet
+    assert flattened([(256, 0.85), (512, 0.54)], 32) and not flattened([(512, 0.5)], 32)
 
 
 def test_no_ffn_models_match_parameters():
@@ -151,7 +154,7 @@ def test_memorisation_at_test_size(run_test_size):
     assert {row[0] for row in points} == set(MODELS)
     for model, _, n, acc, bits, _ in points:
         assert 0 <= acc <= 1 and bits == pytest.approx(fact_bits(n, acc, cap.n_attributes))
-        assert n in cap.grid
+        assert n in cap.grid  # the test size adds no points (extend 0)
     for row in r.tables[0].rows:
         best = max(b for m, _, _, _, b, _ in points if m == row[0])
         assert row[5] == pytest.approx(best) and row[6] == pytest.approx(best / row[3])

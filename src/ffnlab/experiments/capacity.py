@@ -189,3 +189,12 @@ def match_width_by(cfg, target: int, count):
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if size(mid) < target else (lo, mid)
     return cfg.replace(d_model=min((lo, hi), key=lambda u: abs(size(u) - target)) * step)
+
+
+def flattened(points: Sequence[tuple[int, float]], n_attributes: int, growth: float = 0.1) -> bool:
+    """Whether the bits stored stopped growing: the largest N stores at most `growth` more bits than the
+    next smaller one (a model that is not full yet keeps storing more with more facts)."""
+    if len(points) < 2:
+        return False
+    (n0, a0), (n1, a1) = sorted(points)[-2:]
+    return fact_bits(n1, a1, n_attributes) <= (1 + growth) * fact_bits(n0, a0, n_attributes)
