@@ -7,8 +7,9 @@ import torch
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments.c8_memorisation import (CAPACITY, MODELS, RATIO, capacity_models, capacity_verdict,
                                                 fact_prompt)
-from ffnlab.experiments.capacity import (IGNORE, IS, CapacityFacts, answers, capacity, fact_bits, flattened, in_band, loss_bits,
+from ffnlab.experiments.capacity import (answers, capacity, fact_bits, flattened, in_band, loss_bits,
                                          non_embedding_params)
+from ffnlab.experiments.capacity_task import IGNORE, IS, CapacityFacts
 from ffnlab.experiments.verdict import estimate
 from ffnlab.model import ModelConfig, count_params
 from ffnlab.results import base_verdict

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ffnlab.analysis.tracing import FactPrompt, embedding_std, known_facts, trace
-from ffnlab.experiments.capacity import (IS, CapacityFacts, answers, capacity, embedding_params, fact_bits, flattened, in_band,
+from ffnlab.experiments.capacity import (answers, capacity, embedding_params, fact_bits, flattened, in_band,
                                          loss_bits, match_width_by, non_embedding_params)
+from ffnlab.experiments.capacity_task import IS, CapacityFacts
 from ffnlab.experiments.common import Fitted, few_threads, fit, progress_bar, size_name
 from ffnlab.experiments.registry import Context, experiment
 from ffnlab.experiments.verdict import decide, estimate
