@@ -7,12 +7,12 @@ import torch
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments.c8_memorisation import (CAPACITY, MODELS, RATIO, capacity_models, capacity_verdict,
                                                 fact_prompt)
-from ffnlab.experiments.capacity import (answers, capacity, fact_bits, flattened, in_band, loss_bits,
+from ffnlab.experiments.capacity import (answers, capacity, fact_bits, in_band, known_facts, loss_bits, plateaued,
                                          non_embedding_params)
 from ffnlab.experiments.capacity_task import IGNORE, IS, CapacityFacts
 from ffnlab.experiments.verdict import estimate
 from ffnlab.model import ModelConfig, count_params
-from ffnlab.results import base_verdict
+from ffnlab.results import INCONCLUSIVE, base_verdict
 
 
 def test_bits_formula_by_hand():
@@ -20,6 +20,7 @@ def test_bits_formula_by_hand():
     assert fact_bits(100, 1 / 16, 16) == 0.0 and fact_bits(100, 0.01, 16) == 0.0  # chance and below: nothing
     assert fact_bits(100, 0.9, 2) == pytest.approx(100 * (1 - 0.4689955935892812))  # 1 - h(0.9) per fact
     assert fact_bits(8, 0.5, 4) == pytest.approx(8 * (2 - 1 - 0.5 * math.log2(3)))
+    assert known_facts(192, 96 / 192 + (96 / 192) / 16, 16) == pytest.approx(96)  # knows 96, guesses 96
     assert loss_bits(50, math.log(8), 8) == pytest.approx(0.0)  # uniform prediction holds no bits
     assert loss_bits(50, 0.0, 8) == pytest.approx(150.0)
     accs = [0.1, 0.3, 0.5, 0.7, 0.9, 1.0]  # more accuracy, more bits
@@ -87,7 +88,7 @@ def test_capacity_sweep_finds_a_lookup_models_capacity():
             points.append((n, float(correct.float().mean())))
         assert all(fact_bits(n, a, n_attr) <= truth + 1e-9 for n, a in points)  # never counts more than it holds
         bits, at = capacity(points, n_attr)
-        assert at == known and in_band(points) and flattened(points, n_attr)  # full: no gain from 192 to 384
+        assert at == known and in_band(points) and plateaued(points, n_attr)  # full: knows as many at 192
         per_seed.append(bits)
     e = estimate("capacity", per_seed)
     assert e.ci_low <= truth <= e.ci_high
@@ -119,14 +120,15 @@ def test_capacity_of_a_synthetic_curve_is_found_within_its_interval():
 def test_each_verdict_of_the_capacity_criterion_is_reachable():
     assert capacity_verdict([1.6, 1.7, 1.65], True, True)[0] == "supported"
     assert capacity_verdict([1.6, 1.7, 1.65], False, True)[0] == "partly supported"  # the sweeps missed the band
-    assert capacity_verdict([1.6, 1.7, 1.65], True, False)[0] == "partly supported"  # a model was not full
+    assert capacity_verdict([1.6, 1.7, 1.65], True, False)[0] == INCONCLUSIVE  # a sweep did not plateau
     assert capacity_verdict([1.0, 2.2, 1.3], True, True)[0] == "partly supported"  # mean clears, interval does not
     assert capacity_verdict([1.12, 1.15, 1.1], True, True)[0] == "partly supported"  # above 1, below the threshold
     assert capacity_verdict([0.9, 1.05, 1.0], True, True)[0] == "not supported"  # as Allen-Zhu & Li: no difference
     assert capacity_verdict([0.5, 0.6, 0.55], True, True)[0] == "not supported"
     assert RATIO > 1
-    assert not flattened([(256, 0.43), (512, 0.42)], 32)  # same accuracy on twice the facts: not full yet
-    assert flattened([(256, 0.85), (512, 0.54)], 32) and not flattened([(512, 0.5)], 32)
+    assert not plateaued([(256, 0.43), (512, 0.42)], 32)  # bits still growing at the largest N: not full yet
+    assert plateaued([(256, 0.85), (512, 0.54)], 32) and not plateaued([(512, 0.5)], 32)
+    assert not plateaued([(256, 0.97), (512, 0.78), (1024, 0.15)], 32)  # collapse after the peak: training
 
 
 def test_no_ffn_models_match_parameters():
@@ -159,7 +161,7 @@ def test_memorisation_at_test_size(run_test_size):
     for row in r.tables[0].rows:
         best = max(b for m, _, _, _, b, _ in points if m == row[0])
         assert row[5] == pytest.approx(best) and row[6] == pytest.approx(best / row[3])
-    assert base_verdict(r.verdict) in ("supported", "partly supported", "not supported")
+    assert base_verdict(r.verdict) in ("supported", "partly supported", "not supported", INCONCLUSIVE)
     from ffnlab.store import Store
     trained = len(Store(run_test_size.results).runs(kind="train"))
     assert trained <= len(MODELS) * len(cap.grid)  # identical widths are trained once

@@ -46,8 +46,10 @@ class Recall:
 
 RECALL = {
     "test": Recall(16, 2, 2, 8, 2, 2, 8, (20, 40), 1e-2, 64),
-    "quick": Recall(32, 2, 4, 16, 4, 4, 32, (1000, 2000), 3e-3),
-    "full": Recall(32, 2, 4, 16, 4, 4, 32, (2000, 4000, 8000), 3e-3),
+    # 6 pairs and 2 queries: with as many queries as pairs, pilots (4 pairs, d 32, up to 5000 steps) sat at 0.56,
+    # which is guessing among the values not yet asked (1/4, 1/3, 1/2, 1 by query), not recall
+    "quick": Recall(32, 2, 2, 16, 6, 2, 64, (1500,), 3e-3),
+    "full": Recall(32, 2, 2, 16, 6, 2, 64, (2000, 4000, 8000), 3e-3),
 }
 CRITERION = Criterion(
     "in-context recall accuracy of the model without FFN (matched params), fresh sequences", ">", SOLVED,

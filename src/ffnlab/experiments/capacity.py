@@ -104,10 +104,19 @@ def match_width_by(cfg, target: int, count):
     return cfg.replace(d_model=min((lo, hi), key=lambda u: abs(size(u) - target)) * step)
 
 
-def flattened(points: Sequence[tuple[int, float]], n_attributes: int, growth: float = 0.1) -> bool:
-    """Whether the bits stored stopped growing: the largest N stores at most `growth` more bits than the
-    next smaller one (a model that is not full yet keeps storing more with more facts)."""
-    if len(points) < 2:
+def known_facts(n_facts: int, accuracy: float, n_attributes: int) -> float:
+    """Facts known beyond chance, N (acc - 1/A) / (1 - 1/A): exact for a model that knows some facts and
+    guesses the others uniformly (where `fact_bits`, a lower bound, undercounts)."""
+    return n_facts * (accuracy - 1 / n_attributes) / (1 - 1 / n_attributes)
+
+
+def plateaued(points: Sequence[tuple[int, float]], n_attributes: int, keep: float = 0.75) -> bool:
+    """Whether the sweep shows the model full: the N that stores the most bits is not the largest, and at
+    twice that N the model still knows at least `keep` as many facts (`known_facts`). Bits still growing at
+    the largest N: not full yet; known facts collapsing after the peak: the larger sets were not learned
+    in the budget, so the peak measures training, not capacity."""
+    pts = sorted(points)
+    best = max(range(len(pts)), key=lambda i: fact_bits(*pts[i], n_attributes))
+    if best == len(pts) - 1 or pts[best + 1][0] != 2 * pts[best][0]:
         return False
-    (n0, a0), (n1, a1) = sorted(points)[-2:]
-    return fact_bits(n1, a1, n_attributes) <= (1 + growth) * fact_bits(n0, a0, n_attributes)
+    return known_facts(*pts[best + 1], n_attributes) >= keep * known_facts(*pts[best], n_attributes)
