@@ -141,9 +141,9 @@ def capacity_verdict(ratios: list[float], band_reached: bool, full: bool) -> tup
         partial=(est.ci_low > 1.0, f"the interval lies above 1 (the FFN stores more per parameter, "
                                    f"but less than {RATIO}x)"))
     if not full:
-        return INCONCLUSIVE, (f"not every sweep plateaued (the N storing the most bits must be followed by 2N "
-                              f"where the model knows >= 75% as many facts beyond chance), so the peaks measure what the budget taught, not capacity. "
-                              f"Read as if measured: {verdict}, because {reason}"), [est]
+        return INCONCLUSIVE, ("not every sweep plateaued (the N storing the most bits must be followed by 2N where "
+                              "the model knows >= 75% as many facts beyond chance), so the peaks measure what the "
+                              f"budget taught, not capacity. Read as if measured: {verdict}, because {reason}"), [est]
     return verdict, reason, [est]
 
 
