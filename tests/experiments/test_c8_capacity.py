@@ -155,11 +155,11 @@ def test_memorisation_at_test_size(run_test_size):
     cap = CAPACITY["test"]
     points = r.tables[1].rows
     assert {row[0] for row in points} == set(MODELS)
-    for model, _, n, acc, bits, _ in points:
+    for model, _, n, lr, acc, bits, _ in points:
         assert 0 <= acc <= 1 and bits == pytest.approx(fact_bits(n, acc, cap.n_attributes))
-        assert n in cap.grid  # the test size adds no points (extend 0)
+        assert n in cap.grid and lr in cap.lrs  # the test size adds no points (extend 0)
     for row in r.tables[0].rows:
-        best = max(b for m, _, _, _, b, _ in points if m == row[0])
+        best = max(b for m, _, _, _, _, b, _ in points if m == row[0])
         assert row[5] == pytest.approx(best) and row[6] == pytest.approx(best / row[3])
     assert base_verdict(r.verdict) in ("supported", "partly supported", "not supported", INCONCLUSIVE)
     from ffnlab.store import Store

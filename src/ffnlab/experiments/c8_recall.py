@@ -50,7 +50,7 @@ RECALL = {
     # which is guessing among the values not yet asked (1/4, 1/3, 1/2, 1 by query), not recall. At 6 pairs a
     # pilot with FFN (d 32, lr 3e-3, batch 64) stayed at 0.22-0.27 up to 3500 steps: quick is expected to be
     # inconclusive; full climbs to 16000 steps
-    "quick": Recall(32, 2, 2, 16, 6, 2, 64, (1500,), 3e-3),
+    "quick": Recall(32, 2, 2, 16, 6, 2, 64, (1000,), 3e-3),
     "full": Recall(32, 2, 2, 16, 6, 2, 64, (4000, 8000, 16000), 3e-3),
 }
 CRITERION = Criterion(
