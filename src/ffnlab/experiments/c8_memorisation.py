@@ -322,7 +322,8 @@ def memorisation_tracing(ctx: Context) -> Result:
                 f"{cap.lrs[0]:g} (the same run, reused from the store). Prompts [e1' e2' IS a' e1 e2 IS] for the "
                 f"facts the model answers with its top prediction, at most {n_trace} per seed; the subject e1 e2's "
                 f"embeddings + N(0, (3σ)²) (σ over validation batches), {samples} noise samples; MLP and attention "
-                f"outputs restored over a window of {window} layer(s), hidden states one layer at a time (Meng et al. 2022)."),
+                f"outputs restored over a window of {window} layer(s), hidden states one layer at a time (Meng et al. "
+                "2022)."),
         criterion=TRACE_CRITERION, verdict=verdict, reason=reason, estimates=est,
         tables=[Table("Peak average indirect effect", ["position", "restored", "peak IE %", "at layer"], rows,
                       note=f"facts answered per seed: {known_n} of {n_facts}; traced facts: {len(totals)}")],
