@@ -185,10 +185,11 @@ def memorisation(ctx: Context) -> Result:
     per_total = {k: [b / params[k] for b, _ in best[k]] for k in cfgs}
     band = {k: [in_band([(p["n"], p["accuracy"]) for p in c], *BAND) for c in curves[k]] for k in cfgs}
     full = {k: [plateaued([(p["n"], p["accuracy"]) for p in c], cap.n_attributes) for c in curves[k]] for k in cfgs}
-    ratio = [a / b if b > 0 else float("inf") for a, b in zip(per_param[MODELS[0]], per_param[MODELS[2]])]
+    # a model that stored nothing counts as one bit, so that a ratio stays finite
+    ratio = [a / max(b, 1 / inner[MODELS[2]]) for a, b in zip(per_param[MODELS[0]], per_param[MODELS[2]])]
     verdict, reason, est = capacity_verdict(ratio, all(all(v) for v in band.values()),
                                             all(all(v) for v in full.values()))
-    ratio_total = [a / b if b > 0 else float("inf") for a, b in zip(per_total[MODELS[0]], per_total[MODELS[1]])]
+    ratio_total = [a / max(b, 1 / params[MODELS[1]]) for a, b in zip(per_total[MODELS[0]], per_total[MODELS[1]])]
     est += [estimate("capacity with FFN / without FFN, bits per parameter (matched total parameters)", ratio_total),
             *[estimate(f"bits per non-embedding parameter, {k}", per_param[k], "bits") for k in cfgs]]
     rows = [[k, cfgs[k].d_model, params[k], inner[k], f"{embedding_params(cfgs[k]) / params[k]:.0%}",
