@@ -48,7 +48,7 @@ RECALL = {
     "test": Recall(16, 2, 2, 8, 2, 2, 8, (20, 40), 1e-2, 64),
     # 6 pairs and 2 queries: with as many queries as pairs, pilots (4 pairs, d 32, up to 5000 steps) sat at 0.56,
     # which is guessing among the values not yet asked (1/4, 1/3, 1/2, 1 by query), not recall. At 6 pairs a
-    # pilot with FFN (d 32, lr 3e-3, batch 64) stayed at 0.22-0.27 up to 3500 steps, one without FFN (d 56) at
+    # pilot with FFN (d 32, lr 3e-3, batch 64) stayed at 0.22-0.27 up to 3500 steps, one without FFN (d 32) at
     # 0.25-0.28 up to 11000: quick is expected to be inconclusive. full climbs to 8000 steps (about 56,000 steps
     # in all at ~13 ms each on one thread); 16000 would add ~20 minutes for what the pilot makes unlikely
     "quick": Recall(32, 2, 2, 16, 6, 2, 64, (1000,), 3e-3),
