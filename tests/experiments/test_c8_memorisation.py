@@ -1,8 +1,6 @@
 import torch
 
-from ffnlab.experiments.c8_memorisation import fact_prompt
-from ffnlab.experiments.tasks import IGNORE, IS, QUERY, SEP, FactTask, Mixture, RecallTask
-from ffnlab.results import base_verdict
+from ffnlab.experiments.tasks import IGNORE, IS, QUERY, FactTask, Mixture, RecallTask
 
 
 def test_fact_task_follows_the_data_protocol():
@@ -41,32 +39,3 @@ def test_recall_answers_are_in_the_context():
     mix = Mixture(FactTask(20, 4), task)
     mx, my = mix.batch("train", 0, 5, 32, 0)
     assert mx.shape == (5, 32) and mix.vocab_size == max(task.vocab_size, FactTask(20, 4).vocab_size)
-
-
-def test_memorisation_at_test_size(run_test_size):
-    r = run_test_size("memorisation")
-    rows = r.tables[0].rows
-    assert len(rows) == 2
-    assert abs(rows[0][1] - rows[1][1]) / rows[0][1] < 0.1  # matched parameters
-    assert all(0 <= a <= 1 for row in rows for a in row[3:])
-
-
-def test_fact_prompt_is_a_training_row_prefix():
-    task = FactTask(n_entities=12, n_attributes=4, weights=(1, 8))
-    p = fact_prompt(task, 3)
-    f, g = task.facts[3], task.facts[4]
-    assert p.tokens == (g.entity, IS, g.attribute, SEP, f.entity, IS) and p.answer == f.attribute
-    assert p.subject == (4, 5)
-
-
-def test_memorisation_tracing_reuses_c8_models(run_test_size):
-    run_test_size("memorisation")
-    r = run_test_size("memorisation-tracing")
-    assert base_verdict(r.verdict) in ("supported", "partly supported", "not supported")
-    from ffnlab.store import Store
-    assert len(Store(run_test_size.results).runs(kind="train")) == 2  # tracing trained nothing new
-    known = r.config["known"]
-    if known[0]:
-        # indirect effects are probabilities' differences: bounded by the total effect's scale
-        assert all(-1.0 <= row[2] / 100 <= 1.0 for row in r.tables[0].rows)
-        assert len(r.series) == 2 and all(len(line.x) == 2 for s in r.series for line in s.lines)
