@@ -10,7 +10,7 @@ import pytest
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments import registry
 from ffnlab.experiments.quality import PLATEAU, Quality, choose_lr, improvement
-from ffnlab.experiments.registry import Context, Experiment, apply_labels, reusable, run_experiment
+from ffnlab.experiments.registry import Context, Experiment, Findings, apply_labels, reusable, run_experiment
 from ffnlab.results import INCONCLUSIVE, Result
 
 
@@ -108,8 +108,7 @@ def test_a_result_from_other_code_is_recomputed_unless_reuse_stale(tmp_path, mon
 
     def fake(ctx):
         calls.append(1)
-        return Result(name="", claim="", title="", version=0, mode=ctx.mode, method="m", verdict="supported",
-                      reason=f"run {len(calls)}")
+        return Findings(method="m", verdict="supported", reason=f"run {len(calls)}")
 
     monkeypatch.setitem(registry.EXPERIMENTS, "fake-exp",
                         Experiment("fake-exp", "C9", 1, "a fake", fake, {"quick": 1, "full": 3}))
@@ -161,3 +160,21 @@ def test_a_reference_model_short_of_its_bar_is_flagged_but_does_not_withhold_the
     assert [q["meets"] for q in r.training] == [True, False]
     apply_labels(r, _ctx((0, 1, 2), [quality(test_loss=1.9), reference]), EXP)
     assert r.verdict == INCONCLUSIVE and "1 of the 1 trained models the criterion uses" in r.reason
+
+
+def test_the_registry_builds_the_result_and_refuses_anything_else(tmp_path, monkeypatch):
+    def finds(ctx):
+        return Findings(method="m", verdict="supported", reason="r", extra={"k": 1})
+
+    def placeholder(ctx):  # the old way: a Result with fields left for the registry to fill in
+        return Result(name="", claim="", title="", version=0, mode=ctx.mode, method="m")
+
+    for name, fn in (("fake-finds", finds), ("fake-placeholder", placeholder)):
+        monkeypatch.setitem(registry.EXPERIMENTS, name, Experiment(name, "C9", 2, "a fake", fn, {"quick": 1}))
+    monkeypatch.setattr(registry, "load_all", lambda: dict(registry.EXPERIMENTS))
+    r = run_experiment("fake-finds", results=tmp_path, progress=False)
+    assert (r.name, r.claim, r.title, r.version, r.mode, r.seeds) == ("fake-finds", "C9", "a fake", 2, "quick", [0])
+    assert r.extra["k"] == 1 and r.command == "ffnlab run fake-finds --quick" and r.code_fingerprint
+    assert Result.load(tmp_path / "experiments" / "fake-finds-quick.json").verdict == r.verdict
+    with pytest.raises(TypeError, match="experiments return Findings"):
+        run_experiment("fake-placeholder", results=tmp_path, progress=False)

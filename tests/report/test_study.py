@@ -10,15 +10,15 @@ from htmlcheck import check
 import ffnlab.experiments as experiments_pkg
 from ffnlab.analysis.accounting import account_config
 from ffnlab.cli import main
-from ffnlab.experiments.registry import EXPERIMENTS, Experiment, load_all
+from ffnlab.experiments.registry import EXPERIMENTS, Experiment, Findings, load_all
 from ffnlab.model.presets import preset
-from ffnlab.results import Criterion, Estimate, Result, Table
+from ffnlab.results import Criterion, Estimate, Table
 from ffnlab.study import _import_experiments, run_study
 
 calls = {"accounting": 0, "broken": 0}
 
 
-def accounting(ctx) -> Result:
+def accounting(ctx) -> Findings:
     """A real, fast experiment: exact FFN parameter shares of BERT-base and GPT-2 small."""
     calls["accounting"] += 1
     rows, shares = [], []
@@ -27,14 +27,14 @@ def accounting(ctx) -> Result:
         rows.append([name, acc.total, acc.components["ffn"], 100 * acc.share("ffn")])
         shares.append(acc.share("ffn"))
     crit = Criterion("FFN share of parameters (BERT-base)", ">", 0.4, "exact count")
-    return Result(name="", claim="C5", title="FFN parameter share", version=0, mode="", method="Exact count.",
-                  criterion=crit, verdict="supported" if shares[0] > crit.threshold else "not supported",
-                  reason=f"BERT-base FFN share {100 * shares[0]:.1f}%",
-                  estimates=[Estimate(crit.quantity, shares[0], shares[0], shares[0], [shares[0]])],
-                  tables=[Table("Parameters", ["model", "total", "FFN", "FFN share (%)"], rows)])
+    return Findings(title="FFN parameter share", method="Exact count.",
+                    criterion=crit, verdict="supported" if shares[0] > crit.threshold else "not supported",
+                    reason=f"BERT-base FFN share {100 * shares[0]:.1f}%",
+                    estimates=[Estimate(crit.quantity, shares[0], shares[0], shares[0], [shares[0]])],
+                    tables=[Table("Parameters", ["model", "total", "FFN", "FFN share (%)"], rows)])
 
 
-def broken(ctx) -> Result:
+def broken(ctx) -> Findings:
     calls["broken"] += 1
     raise RuntimeError("the corpus is missing\nsecond line of detail")
 

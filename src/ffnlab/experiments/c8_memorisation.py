@@ -20,10 +20,10 @@ from ffnlab.experiments.capacity import (answers, capacity, embedding_params, fa
                                          loss_bits, match_width_by, non_embedding_params, plateaued)
 from ffnlab.experiments.capacity_task import IS, CapacityFacts
 from ffnlab.experiments.common import Fitted, few_threads, fit, progress_bar, size_name
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFNConfig, ModelConfig, count_params
-from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Deviation, Line, Result, Series, Table
+from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Deviation, Line, Series, Table
 from ffnlab.train import TrainConfig
 
 BAND = (0.2, 0.8)  # accuracy between these: the model is full (fewer facts fit entirely, more overflow it)
@@ -169,7 +169,7 @@ def capacity_verdict(ratios: list[float], band_reached: bool, full: bool) -> tup
                                   "31/40, and about 480 bits of facts against about 200k parameters (far below "
                                   "capacity); quick pilots of the new task on seed 0",
                                   "one point far below capacity cannot say where facts are stored (issue 13)")))
-def memorisation(ctx: Context) -> Result:
+def memorisation(ctx: Context) -> Findings:
     cap = capacity_size(ctx)
     vocab = task_for(cap, max(cap.grid)).vocab_size
     cfgs = capacity_models(cap, vocab)
@@ -198,8 +198,8 @@ def memorisation(ctx: Context) -> Result:
             for k in cfgs]
     sweep_rows = [[k, seed, p["n"], p["lr"], p["accuracy"], p["bits"], loss_bits(p["n"], p["loss"], cap.n_attributes)]
                   for k in cfgs for seed, c in zip(ctx.seeds, curves[k]) for p in c]
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode, method=capacity_method(cap, cfgs),
+    return Findings(
+        method=capacity_method(cap, cfgs),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,
         tables=[Table("Capacity per model", ["model", "d_model", "params", "non-embedding params", "embedding share",
                                              "capacity (bits)", "bits / non-embedding param", "bits / param",
@@ -277,7 +277,7 @@ def fact_prompt(task: CapacityFacts, i: int) -> FactPrompt:
                                   "version 3's results (peak at layer 0, MLP = residual = 0.056)",
                                   "own models' synthetic facts belong to C8 (issue 13); memorisation version 3 no "
                                   "longer trains the mixture task"),))
-def memorisation_tracing(ctx: Context) -> Result:
+def memorisation_tracing(ctx: Context) -> Findings:
     cap = capacity_size(ctx)
     n_facts = min(cap.grid)
     task = task_for(cap, n_facts)
@@ -321,8 +321,7 @@ def memorisation_tracing(ctx: Context) -> Result:
     x = [float(i) for i in range(cfg.n_layers)]
     rows = [[g, k, 100 * float(c[k].max()), int(c[k].argmax())] for g, c in mean.items() for k in kinds]
     peak_at = {k: 100 * float(mean["subject"][k].max()) for k in kinds} if mean else {}
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=(f"The capacity sweep's {cfg.n_layers}-layer model with FFN trained on {n_facts} facts at lr "
                 f"{cap.lrs[0]:g} (the same run, reused from the store). Prompts [e1' e2' IS a' e1 e2 IS] for the "
                 f"facts the model answers with its top prediction, at most {n_trace} per seed; the subject e1 e2's "

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ffnlab.experiments.common import few_threads, fit, progress_bar, size_name
-from ffnlab.experiments.registry import Context, experiment
+from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.tasks import RecallTask, answer_accuracy
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFNConfig, ModelConfig, count_params, match_width
-from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Line, Result, Series, Table
+from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Line, Series, Table
 from ffnlab.train import TrainConfig
 
 SOLVED = 0.9  # accuracy on fresh sequences at which a model "solves" recall
@@ -86,7 +86,7 @@ def recall_verdict(no_ffn: list[float], best: float) -> tuple[str, str, list]:
 
 @experiment("in-context-recall", claim="C8", version=1, order=82,
             title="In-context associative recall, with and without FFN, trained until a model solves it")
-def in_context_recall(ctx: Context) -> Result:
+def in_context_recall(ctx: Context) -> Findings:
     r = RECALL.get(size_name(ctx), RECALL["quick"])
     task = RecallTask(n_keys=r.n_keys, n_values=r.n_keys, n_pairs=r.n_pairs, n_queries=r.n_queries)
     cfgs = recall_models(r, task.vocab_size)
@@ -115,8 +115,7 @@ def in_context_recall(ctx: Context) -> Result:
     rows = [[k, cfgs[k].d_model, count_params(cfgs[k]), *[ladder[i][k] if i < len(ladder) else None
                                                           for i in range(len(r.budgets))],
              estimate("", acc[k]).mean] for k in cfgs]
-    return Result(
-        name="", claim="", title="", version=0, mode=ctx.mode,
+    return Findings(
         method=(f"{r.n_layers}-layer decoders ({', '.join(f'{k} d_model {c.d_model}' for k, c in cfgs.items())}; "
                 f"rotary positions) learn associative recall: {r.n_pairs} fresh key -> value pairs per sequence "
                 f"({r.n_keys} keys, {r.n_keys} values), then {r.n_queries} queries 'Q k v', loss on v. Batches of "

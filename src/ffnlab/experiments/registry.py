@@ -186,8 +186,6 @@ def run_experiment(name: str, mode: str = "quick", seeds: int | None = None, res
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     found = exp.fn(ctx)
-    if isinstance(found, Result):  # TRANSITIONAL until every experiment returns Findings
-        found = Findings(**{f: getattr(found, f) for f in Findings.__dataclass_fields__})
     if not isinstance(found, Findings):
         raise TypeError(f"experiment {name} returned {type(found).__name__}; experiments return Findings")
     seeds_flag = f" --seeds {n_seeds}" if seeds is not None else ""
