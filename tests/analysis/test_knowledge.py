@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from ffnlab.analysis.attribution import integrated_gradients
-from ffnlab.analysis.knowledge import (bootstrap_mean, layer_attributions, matched_random, mean_abs_activation,
+from ffnlab.analysis.bootstrap import bootstrap_mean
+from ffnlab.analysis.knowledge import (layer_attributions, matched_random, mean_abs_activation,
                                        overlap, refine, suppression)
 from tiny_models import V, orthogonal_model
 

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from ffnlab.analysis.memories import agreement, promotion, value_logits, value_tokens
-from ffnlab.analysis.memory_controls import (bootstrap, frequency_matched, interval, neuron_agreement,
+from ffnlab.analysis.bootstrap import interval
+from ffnlab.analysis.bootstrap import resample_means as bootstrap
+from ffnlab.analysis.memory_controls import (frequency_matched, neuron_agreement,
                                              promotion_scores, shallow_share, shallow_shares, token_counts)
 from ffnlab.analysis.neurons import LayerStats, NeuronStats, StatsConfig
 from test_memories import hand_stats, set_values

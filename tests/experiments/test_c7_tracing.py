@@ -80,7 +80,7 @@ def test_measure_on_a_model_whose_fact_sits_in_its_mlp():
 
 
 def test_the_bootstrap_over_facts_is_a_percentile_interval_of_the_mean():
-    from ffnlab.experiments.c7_tracing import bootstrap
+    from ffnlab.analysis.bootstrap import bootstrap_mean as bootstrap
 
     assert bootstrap([0.3] * 5, 200) == pytest.approx((0.3, 0.3, 0.3))
     values = [0.0, 1.0] * 20  # mean 0.5, standard error 0.079: the interval is about 0.5 ± 0.155

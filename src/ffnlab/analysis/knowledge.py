@@ -149,13 +149,3 @@ def overlap(sets: Sequence[Sequence[Neuron]], n_layers: int) -> Overlap:
     return Overlap(len(sets), len(counts), recurring, jac, by_layer)
 
 
-def bootstrap_mean(values: Sequence[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile bootstrap interval over items (the interval is the point for one item)."""
-    x = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    if len(x) == 0:
-        raise ValueError("bootstrap over no items")
-    if len(x) < 2:
-        return float(x.mean()), float(x.mean()), float(x.mean())
-    idx = torch.randint(len(x), (resamples, len(x)), generator=torch.Generator().manual_seed(seed))
-    means = x[idx].mean(1)
-    return float(x.mean()), float(means.quantile(0.025)), float(means.quantile(0.975))

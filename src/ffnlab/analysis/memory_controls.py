@@ -132,19 +132,5 @@ def promotion_scores(model: Hooked, tokens: Tensor, layer: int, logits: Tensor, 
                            score(down), score(frequency_matched(down, counts, generator, pool)))
 
 
-def bootstrap(x: Tensor, resamples: int = 1000, seed: int = 0, chunk: int = 100) -> Tensor:
-    """Means of `resamples` resamples of the rows of `x` (N,) or (N, C): (resamples,) or (resamples, C)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, resamples, chunk):
-        idx = torch.randint(len(x), (min(chunk, resamples - i), len(x)), generator=g)
-        out.append(x[idx].mean(1))
-    return torch.cat(out)
 
 
-def interval(samples: Tensor) -> tuple[float, float]:
-    """The 95% percentile interval of bootstrap samples (non-finite ones left out)."""
-    s = samples[torch.isfinite(samples)].double()
-    if len(s) == 0:
-        return float("nan"), float("nan")
-    return float(s.quantile(0.025)), float(s.quantile(0.975))

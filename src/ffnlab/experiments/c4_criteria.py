@@ -35,8 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
+from ffnlab.analysis.bootstrap import bootstrap_mean
 from ffnlab.analysis.paths import PathResult
 from ffnlab.analysis.tuned_lens import LensKL
 from ffnlab.experiments.verdict import decide, estimate
@@ -67,14 +66,10 @@ def per_sequence_gap(lens: LensKL, layers: Sequence[int], which: str = "tuned") 
 def bootstrap(quantity: str, items: Sequence[float], unit: str = "", n: int = 2000, seed: int = 0,
               per_seed: Sequence[float] | None = None) -> Estimate:
     """Mean over `items` with a 95% percentile bootstrap interval over them (items: sequences)."""
-    x = torch.tensor([float(v) for v in items], dtype=torch.float64)
-    if x.numel() == 0:
+    if len(items) == 0:
         raise ValueError(f"no values for {quantity}")
-    idx = torch.randint(x.numel(), (n, x.numel()), generator=torch.Generator().manual_seed(seed))
-    means = x[idx].mean(1)
-    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return Estimate(quantity, float(x.mean()), lo, hi, list(per_seed if per_seed is not None else [float(x.mean())]),
-                    unit)
+    mean, lo, hi = bootstrap_mean(items, n, seed)
+    return Estimate(quantity, mean, lo, hi, list(per_seed if per_seed is not None else [mean]), unit)
 
 
 def c4_verdict(selectivity: Estimate, gap: Estimate) -> tuple[str, str]:

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ffnlab.analysis.knowledge import (bootstrap_mean, layer_attributions, matched_random, mean_abs_activation,
+from ffnlab.analysis.bootstrap import bootstrap_mean
+from ffnlab.analysis.knowledge import (layer_attributions, matched_random, mean_abs_activation,
                                        overlap, refine, suppression)
 from ffnlab.analysis.attribution import answer_prob
 from ffnlab.analysis.tracing import fact_prompts, known_facts, shipped_facts

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ffnlab.analysis.bootstrap import bootstrap_mean
 from ffnlab.analysis.extraction import extraction
 from ffnlab.analysis.tracing import (SEVERED, default_window, embedding_std, fact_prompts, known_facts, rome_window,
                                      shipped_facts, trace)
@@ -80,12 +81,6 @@ def measure(model, facts, noise: float, cfg: TracingConfig) -> list[dict]:
     return records
 
 
-def bootstrap(values: list[float], n: int, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile interval of `values` resampled with replacement (the unit: facts)."""
-    x = torch.tensor(values, dtype=torch.float64)
-    idx = torch.randint(len(x), (n, len(x)), generator=torch.Generator().manual_seed(seed))
-    means = x[idx].mean(1)
-    return float(x.mean()), float(means.quantile(0.025)), float(means.quantile(0.975))
 
 
 def _curve(records: list[dict], key: str, n: int, group: str = "curves") -> tuple[list[float], list[float]]:
@@ -93,7 +88,7 @@ def _curve(records: list[dict], key: str, n: int, group: str = "curves") -> tupl
     rows = torch.tensor([r[group][key] for r in records], dtype=torch.float64)  # (facts, L)
     means, err = [], []
     for layer in range(rows.shape[1]):
-        m, lo, hi = bootstrap(rows[:, layer].tolist(), n, seed=layer)
+        m, lo, hi = bootstrap_mean(rows[:, layer].tolist(), n, seed=layer)
         means.append(m)
         err.append((hi - lo) / 2)
     return means, err
@@ -107,9 +102,9 @@ def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: in
     drop = {c: [sum(r["curves"]["resid @ last subject"][la] - r["curves"][f"resid-sever-{c} @ last subject"][la]
                     for la in half) / len(half) for r in records] for c in ("mlp", "attn")}
     contrast = [a - b for a, b in zip(drop["mlp"], drop["attn"])]
-    mean, lo, hi = bootstrap(contrast, cfg.bootstrap)
+    mean, lo, hi = bootstrap_mean(contrast, cfg.bootstrap)
     est = Estimate(CRITERION.quantity, mean, lo, hi, contrast, "p")
-    total = bootstrap([r["total"] for r in records], cfg.bootstrap)
+    total = bootstrap_mean([r["total"] for r in records], cfg.bootstrap)
     mlp_curve, _ = _curve(records, "mlp @ last subject", cfg.bootstrap)
     free = [la for la in range(n_layers) if rome_window(la, window, n_layers).start >= 1]  # windows without layer 0
     peak = max(free, key=lambda la: mlp_curve[la])
@@ -141,7 +136,7 @@ def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: in
         ext_rows.append([k, m[0], m[at], e[at], at])
     severed = Table("Severed paths at the last subject token, mean over layers 1..L/2-1",
                     ["component frozen", "drop of the indirect effect (p)", "95% CI low", "95% CI high"],
-                    [[c, *bootstrap(drop[c], cfg.bootstrap)] for c in ("mlp", "attn")])
+                    [[c, *bootstrap_mean(drop[c], cfg.bootstrap)] for c in ("mlp", "attn")])
     return Findings(
         method=(f"{cfg.model}: {known} of {shipped} shipped facts checked answered correctly (top-1, canonical "
                 "template; facts whose subject ends inside a token are left out); "

@@ -1,6 +1,6 @@
 """Verdicts from items (facts, neurons, positions) of one pretrained model, where seeds do not apply.
 
-The interval is a 95% percentile bootstrap over the items (`analysis.knowledge.bootstrap_mean`);
+The interval is a 95% percentile bootstrap over the items (`analysis.bootstrap.bootstrap_mean`);
 the verdict follows the same rule as `verdict.decide`: supported when the whole interval clears
 the threshold and every requirement holds; partly supported when only the mean clears it, or a
 requirement fails; not supported otherwise. Fewer than `MIN_ITEMS` items make it indicative.

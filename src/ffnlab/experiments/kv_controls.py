@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ffnlab.analysis.memory_controls import NeuronAgreement, PromotionScores, bootstrap, interval
+from ffnlab.analysis.bootstrap import interval
+from ffnlab.analysis.bootstrap import resample_means as bootstrap
+from ffnlab.analysis.memory_controls import NeuronAgreement, PromotionScores
 from ffnlab.experiments.items import decide_items, item_estimate
 from ffnlab.results import Criterion, Estimate
 
