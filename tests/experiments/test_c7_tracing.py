@@ -8,6 +8,7 @@ import pytest
 
 from ffnlab.analysis.tracing import FactPrompt
 from ffnlab.experiments.c7_tracing import QUICK, measure, summarise
+from ffnlab.results import base_verdict
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "analysis"))
 from fact_models import ANSWERS, SUBJECT_POS, FactModel, prompt  # noqa: E402
@@ -30,16 +31,22 @@ def record(drop_mlp, drop_attn, mlp_peak=2, total=0.3):
 
 
 def verdict(records):
+    """The verdict without the few-facts label (see the test of that label), and the findings."""
     r = summarise(records, QUICK, L, WINDOW, known=len(records), shipped=10, mode="quick")
-    return r.verdict, r
+    return base_verdict(r.verdict), r
 
 
 def test_mlp_severing_costs_more_than_attention_severing_is_supported():
-    v, r = verdict([record(0.1 + 0.01 * i, 0.01) for i in range(8)])
-    assert v == "supported"
-    assert r.estimates[0].mean == pytest.approx(0.1 + 0.035 - 0.01)
+    v, r = verdict([record(0.1 + 0.01 * i, 0.01) for i in range(12)])
+    assert v == r.verdict == "supported"  # 12 facts: no label
+    assert r.estimates[0].mean == pytest.approx(0.1 + 0.055 - 0.01)
     assert r.extra["mlp_peak_layer"] == 2  # layer 0's larger value is not the peak
-    assert "8 facts, bootstrap" in r.reason
+    assert "12 facts, bootstrap" in r.reason
+
+
+def test_fewer_than_ten_facts_give_an_indicative_verdict():
+    _, r = verdict([record(0.1 + 0.01 * i, 0.01) for i in range(8)])
+    assert r.verdict == "indicative: supported" and "indicative: 8 facts" in r.reason
 
 
 def test_a_mixed_sign_contrast_is_partly_supported():

@@ -178,3 +178,12 @@ def test_the_registry_builds_the_result_and_refuses_anything_else(tmp_path, monk
     assert Result.load(tmp_path / "experiments" / "fake-finds-quick.json").verdict == r.verdict
     with pytest.raises(TypeError, match="experiments return Findings"):
         run_experiment("fake-placeholder", results=tmp_path, progress=False)
+
+
+def test_an_inconclusive_verdict_from_one_seed_is_not_also_labelled_indicative():
+    def fake(ctx):
+        return Findings(method="m", verdict=INCONCLUSIVE, reason="no model solved the task")
+
+    r = Result(name="x", claim="C8", title="", version=1, mode="quick", method="", verdict=INCONCLUSIVE)
+    apply_labels(r, Context("quick", (0,), Path(".")), Experiment("x", "C8", 1, "", fake, {"quick": 1}))
+    assert r.verdict == INCONCLUSIVE

@@ -145,7 +145,7 @@ def apply_labels(result: Result, ctx: Context, exp: Experiment) -> None:
     result.training = [q.to_dict() for q in ctx.trained]
     if not result.verdict:
         return
-    if exp.seeded and len(ctx.seeds) < MIN_SEEDS:
+    if exp.seeded and len(ctx.seeds) < MIN_SEEDS and result.verdict != INCONCLUSIVE:  # no verdict to label
         n = len(ctx.seeds)
         result.verdict = INDICATIVE + result.verdict
         result.reason += f" (indicative: {n} seed{'s' if n != 1 else ''}; a verdict needs >= {MIN_SEEDS} paired seeds)"
