@@ -24,11 +24,10 @@ from ffnlab.analysis.tracing import (SEVERED, default_window, embedding_std, fac
                                      shipped_facts, trace)
 from ffnlab.errors import FFNLabError
 from ffnlab.experiments.common import few_threads
-from ffnlab.experiments.items import MIN_ITEMS
+from ffnlab.experiments.items import decide_items
 from ffnlab.experiments.registry import Context, Findings, experiment
-from ffnlab.experiments.verdict import decide
 from ffnlab.open import open_model
-from ffnlab.results import INDICATIVE, Criterion, Deviation, Estimate, Line, Series, Table
+from ffnlab.results import Criterion, Deviation, Estimate, Line, Series, Table
 
 
 @dataclass(frozen=True)
@@ -109,13 +108,10 @@ def summarise(records: list[dict], cfg: TracingConfig, n_layers: int, window: in
     mlp_curve, _ = _curve(records, "mlp @ last subject", cfg.bootstrap)
     free = [la for la in range(n_layers) if rome_window(la, window, n_layers).start >= 1]  # windows without layer 0
     peak = max(free, key=lambda la: mlp_curve[la])
-    verdict, reason = decide(CRITERION, est, over="facts, bootstrap", requirements=[
+    verdict, reason = decide_items(CRITERION, est, len(records), "facts", requirements=[
         (peak < 2 * n_layers / 3, f"the MLP effect at the last subject token peaks at layer {peak} of {n_layers} "
                                   "(windows without layer 0)"),
         (total[0] >= MEANINGFUL_TOTAL, f"mean total effect {total[0]:.3f} >= {MEANINGFUL_TOTAL}")])
-    if len(records) < MIN_ITEMS:  # too few facts for the bootstrap to carry a verdict (as `items.decide_items`)
-        verdict = INDICATIVE + verdict
-        reason += f" (indicative: {len(records)} facts; a verdict needs >= {MIN_ITEMS})"
 
     x = [float(la) for la in range(n_layers)]
     curves = {k: _curve(records, k, cfg.bootstrap) for k in records[0]["curves"]}

@@ -46,16 +46,17 @@ def _clears(value: float, c: Criterion) -> bool:
 
 
 def decide(c: Criterion, e: Estimate, requirements: Sequence[tuple[bool, str]] = (),
-           partial: tuple[bool, str] | None = None, over: str = "seeds") -> tuple[str, str]:
+           partial: tuple[bool, str] | None = None, over: str = "seeds", n: int | None = None) -> tuple[str, str]:
     """(verdict, reason) for estimate `e` under criterion `c`.
 
     `requirements` must all hold for "supported" (else it is "partly supported");
     `partial` is a stated condition that lifts a missed threshold to "partly supported";
-    `over` names what the interval is over (e.g. "facts, bootstrap" when `e` comes from one).
+    `over` names what the interval is over (e.g. "facts, bootstrap" when `e` comes from one), and
+    `n` how many of them (default: the estimate's per-seed values).
     """
     if c.direction not in (">", "<"):
         raise ValueError(f"criterion direction must be '>' or '<', got {c.direction!r}")
-    n = len(e.per_seed)
+    n = len(e.per_seed) if n is None else n
     far, near = (e.ci_low, e.ci_high) if c.direction == ">" else (e.ci_high, e.ci_low)
     interval = (f"{e.quantity} = {e.mean:.4g} (95% CI {e.ci_low:.4g} to {e.ci_high:.4g}, {n} {over})"
                 if n > 1 else f"{e.quantity} = {e.mean:.4g} (one seed: the interval is the point, no spread known)")
