@@ -35,7 +35,7 @@ def test_bootstrap_interval_over_sequences():
 def test_one_pretrained_model_reaches_each_outcome_of_each_half(items, verdict):
     from ffnlab.experiments.c4_criteria import LENS_CRITERION, PATH_CRITERION, single_verdict
 
-    got, reason = single_verdict(PATH_CRITERION, bootstrap("s", items))
-    assert got == verdict and "bootstrap" in reason, reason
+    got, reason = single_verdict(PATH_CRITERION, bootstrap("s", items), len(items))
+    assert got == verdict and "30 sequences, bootstrap" in reason and "seed" not in reason, reason
     shifted = [x - 0.1 for x in items]  # the lens criterion's threshold is 0, the path criterion's 0.1
-    assert single_verdict(LENS_CRITERION, bootstrap("g", shifted))[0] == verdict
+    assert single_verdict(LENS_CRITERION, bootstrap("g", shifted), len(items))[0] == verdict

@@ -27,6 +27,7 @@ from ffnlab.experiments.common import (base_model, data, few_threads, fit, progr
                                       train_ahead, train_config)
 from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import estimate
+from ffnlab.report import fmt
 from ffnlab.results import Anchor, Deviation, Line, Series, Table
 
 
@@ -107,11 +108,6 @@ def ffn_ablation_experiment(ctx: Context) -> Findings:
     return summarise(ctx, cfg, s, m, out)
 
 
-def fmt_est(e) -> str:
-    """`mean [low, high]` of an estimate over seeds (the mean alone for one seed)."""
-    return f"{e.mean:.3g}" if len(e.per_seed) < 2 else f"{e.mean:.3g} [{e.ci_low:.3g}, {e.ci_high:.3g}]"
-
-
 def summarise(ctx: Context, cfg, s, m: C4Config, out: list[dict]) -> Findings:
     layers = list(range(cfg.n_layers))
     rest = layers[1:] or layers
@@ -165,8 +161,9 @@ def summarise(ctx: Context, cfg, s, m: C4Config, out: list[dict]) -> Findings:
     clean = _mean([r["ablation"].clean for r in out])
     statements = [{"level": "suggested", "text": (  # the layered answer, layer by layer (report.layers)
         f"In ffnlab's {cfg.n_layers}-layer models the first FFN weighs most: resampling its output costs "
-        f"{fmt_est(est[8])} nats, against {fmt_est(est[4])} on average for later FFNs and {fmt_est(est[5])} for "
-        f"later attention; FFN l's selectivity for its own attention's output, layers >= 1: {fmt_est(sel)}.")}]
+        f"{fmt.estimate(est[8])}, against {fmt.estimate(est[4])} on average for later FFNs and "
+        f"{fmt.estimate(est[5])} for later attention; FFN l's selectivity for its own attention's output, "
+        f"layers >= 1: {fmt.estimate(sel)}.")}]
     return Findings(
         method=m.method(cfg, s.steps, s.seq_len),
         criterion=CRITERION, verdict=verdict, reason=reason, estimates=est,

@@ -94,9 +94,6 @@ LENS_CRITERION = Criterion(
     "towards the output more than attention does); partly if only the mean is above 0")
 
 
-def single_verdict(c: Criterion, e: Estimate) -> tuple[str, str]:
-    """(verdict, reason) of one half of the claim on one model; the interval is a bootstrap over sequences."""
-    verdict, reason = decide(c, e)
-    return verdict, reason.replace("seeds)", "sequences' bootstrap)").replace(
-        "(one seed: the interval is the point, no spread known)",
-        f"(95% bootstrap CI {e.ci_low:.4g} to {e.ci_high:.4g} over sequences)")
+def single_verdict(c: Criterion, e: Estimate, sequences: int) -> tuple[str, str]:
+    """(verdict, reason) of one half of the claim on one model; the interval is a bootstrap over `sequences`."""
+    return decide(c, e, over="sequences, bootstrap", n=sequences)

@@ -196,6 +196,11 @@ def _selectivity(paths, layers, quantity: str) -> Estimate:
     return bootstrap(quantity, [v for seed in items for v in seed], per_seed=[_mean(s) for s in items])
 
 
+def _sequences(paths) -> int:
+    """How many sequences the path-patching results hold, over all seeds."""
+    return sum(len(p.selectivity("earlier")[0]) for p in paths)
+
+
 @experiment("pretrained-ffn-ablation", claim="C4", version=3, order=56,
             title="Does each FFN read its own attention's output? SmolLM2-135M and all-MiniLM-L6-v2",
             deviations=(Deviation(3, "from no criterion (a table of FFN ablations) to 'path-patching selectivity "
@@ -228,7 +233,7 @@ def pretrained_ffn_ablation(ctx: Context) -> Findings:
     r = {(comp, how): [_mean([c[how][i] for c in corr[comp]]) for i in range(minilm.n_layers)]
          for comp in corr for how in CONTROLLED}
     sel = _selectivity(paths, [i for i in ab_layers if i > 0], SELECTIVITY + " (SmolLM2)")
-    verdict, reason = single_verdict(PATH_CRITERION, sel)
+    verdict, reason = single_verdict(PATH_CRITERION, sel, _sequences(paths))
 
     def inc(comp: str, how: str, pick) -> list[float]:
         return [_mean([a.increase(comp, how)[k] for a in ablations]) for k, i in enumerate(ab_layers) if pick(i)]
@@ -344,7 +349,7 @@ def pretrained_logit_lens(ctx: Context) -> Findings:
         estimates = [gap, bootstrap(LENS_GAP.replace("tuned", "logit") + " (SmolLM2)",
                                     [v for s in logit_seed for v in s], "nats")]
         criterion = LENS_CRITERION
-        verdict, lens_reason = single_verdict(LENS_CRITERION, gap)
+        verdict, lens_reason = single_verdict(LENS_CRITERION, gap, sum(len(s) for s in per_seed))
         reason = f"{lens_reason}; logit lens: {reason}"
         rows = []
         for k, i in enumerate(m.lens_layers):
