@@ -26,7 +26,7 @@ from typing import Any
 
 from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
-from ffnlab.report import fmt
+from ffnlab import numbers as fmt
 from ffnlab.report.answer import headline
 from ffnlab.report.load import record_path
 from ffnlab.results import Result, atomic_write_text, code_version, results_dir

@@ -27,7 +27,7 @@ from ffnlab.experiments.common import (base_model, data, few_threads, fit, progr
                                       train_ahead, train_config)
 from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import estimate
-from ffnlab.report import fmt
+from ffnlab import numbers as fmt
 from ffnlab.results import Anchor, Deviation, Line, Series, Table
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from ffnlab.report import fmt
+from ffnlab import numbers as fmt
 from ffnlab.report.claims import CLAIMS, anchor_id, claim
 from ffnlab.report.load import Failure, StoredStudy
 from ffnlab.results import INCONCLUSIVE, INDICATIVE, VERDICTS, Estimate, Result, base_verdict, is_indicative

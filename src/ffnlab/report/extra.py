@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ffnlab.report import fmt
+from ffnlab import numbers as fmt
 from ffnlab.report.html import esc, pre_json, table
 
 _MARKED = re.compile(r"\[\[(.*?)\]\]|⟦(.*?)⟧", re.S)

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from ffnlab.report import fmt
+from ffnlab import numbers as fmt
 from ffnlab.results import base_verdict, is_indicative
 
 

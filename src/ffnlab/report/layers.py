@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ffnlab.report import fmt
+from ffnlab import numbers as fmt
 from ffnlab.report.answer import headline
 from ffnlab.report.claims import CLAIMS, anchor_id, claim
 from ffnlab.report.html import slug

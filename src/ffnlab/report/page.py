@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from ffnlab.report import fmt, sections
+from ffnlab import numbers as fmt
+from ffnlab.report import sections
 from ffnlab.report.answer import NO_VERDICT, UNMEASURED, answer, claim_verdict, headline
 from ffnlab.report.claims import CLAIMS, anchor_id, claim
 from ffnlab.report.html import badge, esc, table

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ffnlab.report import extra, figures, fmt
+from ffnlab import numbers as fmt
+from ffnlab.report import extra, figures
 from ffnlab.report.answer import claim_verdict, headline
 from ffnlab.report.claims import anchor_id, claim
 from ffnlab.report.html import badge, esc, pre_json, slug, table

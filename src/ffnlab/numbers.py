@@ -1,4 +1,8 @@
-"""Number formatting shared by the HTML report and the study's terminal summary."""
+"""Number formatting shared by the HTML report, the study's terminal summary and the experiments' statements.
+
+A module of its own (not in `ffnlab.report`) so that an experiment using it does not take the whole report
+into its code fingerprint.
+"""
 
 from __future__ import annotations
 
