@@ -2,6 +2,7 @@
 results that are recomputed when the code that made them changed."""
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -101,6 +102,24 @@ def test_learning_rate_is_chosen_on_validation_and_cached(tmp_path):
     assert len(calls) == 4  # the second call read the cache
     with pytest.raises(FFNLabError, match="every learning rate"):
         choose_lr(tmp_path / "none.json", (1e-2,), train_at)
+
+
+@pytest.mark.parametrize("best, tried, chosen, at_edge", [
+    (0.02, [0.004, 0.008, 0.016, 0.032], 0.016, False),  # the top edge won: one rate past it loses, 0.016 stands
+    (0.5, [0.004, 0.008, 0.016, 0.032, 0.064], 0.064, True),  # still at the edge after two more: recorded as such
+    (0.0025, [0.001, 0.002, 0.004, 0.008, 0.016], 0.002, False),  # the bottom edge: grown downwards
+    (0.008, [0.004, 0.008, 0.016], 0.008, False),  # a rate inside the grid: nothing more is trained
+])
+def test_a_winner_at_the_edge_of_the_grid_grows_the_grid(tmp_path, best, tried, chosen, at_edge):
+    calls = []
+
+    def train_at(lr):  # validation loss lowest at `best`
+        calls.append(lr)
+        return SimpleNamespace(val_loss=abs(math.log(lr / best)))
+
+    record = choose_lr(tmp_path / "s.json", (0.004, 0.008, 0.016), train_at)
+    assert sorted(calls) == tried and record["lrs"] == tried
+    assert record["chosen"] == chosen and record["at_edge"] == at_edge
 
 
 def test_a_result_from_other_code_is_recomputed_unless_reuse_stale(tmp_path, monkeypatch):

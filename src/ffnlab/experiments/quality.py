@@ -166,27 +166,51 @@ def _cached_test_loss(run, data: TokenData, seq_len: int, max_tokens: int | None
     return loss, n
 
 
-def choose_lr(path: Path, lrs: tuple[float, ...], train_at, about: dict | None = None) -> dict:
+def choose_lr(path: Path, lrs: tuple[float, ...], train_at, about: dict | None = None, extend: int = 2) -> dict:
     """The learning rate with the lowest validation loss among `lrs`; `train_at(lr)` trains the
-    family's sweep model briefly and returns its `TrainResult`. Cached at `path` (JSON), with
-    `about` (what was swept) recorded beside the numbers."""
+    family's sweep model briefly and returns its `TrainResult`. A winner at the edge of the grid is
+    not trusted: the grid grows past that edge by its own step (the ratio of its last two rates),
+    up to `extend` rates, until a rate inside the grid wins. Cached at `path` (JSON), with `about`
+    (what was swept) recorded beside the numbers."""
     if path.is_file():
         try:
             saved = json.loads(path.read_text())
-            if saved.get("lrs") == list(lrs):
+            if saved.get("grid") == list(lrs) and saved.get("extend") == extend:
                 return saved
         except ValueError:
             pass  # a damaged record is recomputed
     val, failed = {}, {}
-    for lr in lrs:
+
+    def sweep(lr: float) -> None:
         try:
             loss = train_at(lr).val_loss
         except FFNLabError as err:  # diverged: this learning rate is out
             loss, failed[repr(lr)] = float("inf"), str(err)
         val[repr(lr)] = loss if math.isfinite(loss) else float("inf")
-    best = min(lrs, key=lambda lr: val[repr(lr)])
+
+    tried = sorted(lrs)
+    for lr in tried:
+        sweep(lr)
+    for _ in range(extend if len(tried) > 1 else 0):
+        best = min(tried, key=lambda lr: val[repr(lr)])
+        if best == tried[-1] and math.isfinite(val[repr(best)]):
+            tried.append(_rate(tried[-1] * tried[-1] / tried[-2]))
+            sweep(tried[-1])
+        elif best == tried[0]:
+            tried.insert(0, _rate(tried[0] * tried[0] / tried[1]))
+            sweep(tried[0])
+        else:
+            break
+    best = min(tried, key=lambda lr: val[repr(lr)])
     if not math.isfinite(val[repr(best)]):
-        raise FFNLabError(f"every learning rate of the sweep {list(lrs)} failed: {failed}")
-    record = {**(about or {}), "lrs": list(lrs), "val_loss": val, "chosen": best, "failed": failed}
+        raise FFNLabError(f"every learning rate of the sweep {tried} failed: {failed}")
+    edge = best in (tried[0], tried[-1]) and len(tried) > 1
+    record = {**(about or {}), "grid": list(lrs), "extend": extend, "lrs": tried, "val_loss": val, "chosen": best,
+              "at_edge": edge, "failed": failed}
     atomic_write_text(path, json.dumps(record, indent=1))
     return record
+
+
+def _rate(lr: float) -> float:
+    """A learning rate rounded to 3 significant digits (so that grown grids name the same runs)."""
+    return float(f"{lr:.3g}")
