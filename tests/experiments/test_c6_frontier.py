@@ -1,3 +1,5 @@
+import pytest
+
 from ffnlab.analysis.accounting import flops_per_token
 from ffnlab.experiments.c6_frontier import BASELINE, pareto, variants
 from ffnlab.model import ModelConfig, count_params
@@ -27,12 +29,17 @@ def test_frontier_at_test_size(run_test_size):
     assert len(r.estimates) == 11 and all(e.quantity.endswith("minus baseline") for e in r.estimates)
 
 
-def test_the_thin_quick_frontier_leaves_out_only_reference_variants(run_test_size, monkeypatch):
-    from ffnlab.experiments import c6_frontier
+@pytest.mark.parametrize("size", ["quick", "full"])
+def test_a_size_leaves_out_only_variants_no_verdict_needs(run_test_size, monkeypatch, size):
+    from ffnlab.experiments import c6_claims, c6_frontier
 
-    monkeypatch.setattr(c6_frontier, "thin_frontier", lambda ctx: True)
+    gone = c6_frontier.LEFT_OUT[size]
+    monkeypatch.setattr(c6_frontier, "left_out", lambda ctx: gone)
     r = run_test_size("efficiency-frontier")
     names = {row[0] for row in r.tables[0].rows}
-    assert len(names) == 12 - len(c6_frontier.NOT_QUICK) and not names & set(c6_frontier.NOT_QUICK)
-    assert not any(c6_frontier.WIDE in e.quantity for e in r.estimates)
+    assert len(names) == 12 - len(gone) and not names & set(gone)
     assert any("leaves out" in c for c in r.caveats)
+    needed = {q.primary for q in c6_claims.QUESTIONS.values()} | {c6_frontier.BASELINE}
+    assert not needed & set(gone)  # every question keeps its primary variant
+    if size == "full":  # the full size keeps every partial condition too
+        assert not {q.partial for q in c6_claims.QUESTIONS.values()} & set(gone)

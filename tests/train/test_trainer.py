@@ -111,6 +111,18 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_checkpoint(char_data
     assert load_model(tmp_path) is not None
 
 
+def test_hold_reaches_the_floor_early_and_stays_there():
+    cfg = TrainConfig(steps=100, lr=1e-2, min_lr=1e-3, warmup=10, hold=0.2)
+    rates = [lr_at(i, cfg) for i in range(100)]
+    assert rates[79] > cfg.min_lr and all(r == pytest.approx(cfg.min_lr) for r in rates[80:])
+    assert all(a >= b - 1e-12 for a, b in zip(rates[9:], rates[10:]))  # no rise after the warmup
+    plain = cfg.replace(hold=0.0)
+    assert lr_at(89, plain) > cfg.min_lr * 1.01  # without hold the cosine is still decaying there
+    for bad in (-0.1, 1.0):
+        with pytest.raises(FFNLabError, match="hold must be a share"):
+            cfg.replace(hold=bad)
+
+
 def test_schedule_and_mismatches_are_checked(char_data, tmp_path):
     assert lr_at(0, CFG) == pytest.approx(CFG.lr / 3) and lr_at(2, CFG) == pytest.approx(CFG.lr)
     assert lr_at(CFG.steps, CFG) == pytest.approx(CFG.min_lr)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ffnlab.experiments.c6_frontier import (BASELINE, PRUNE, PRUNE_WAYS, WIDE, prune_curve, thin_frontier,
+from ffnlab.experiments.c6_frontier import (BASELINE, PRUNE, PRUNE_WAYS, WIDE, left_out, prune_curve,
                                             variants)
-from ffnlab.experiments.common import base_model, data, fit_variants, size, train_config, training_method
+from ffnlab.experiments.common import base_model, data, fit_variants, size, size_name, train_config, training_method
 from ffnlab.experiments.quality import comparison_deviation
 from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import decide, estimate
@@ -71,8 +71,7 @@ def _question(ctx: Context, q: Question) -> Findings:
     task, s = data(ctx), size(ctx)
     everything = variants(base_model(ctx, task.vocab_size))
     names = [BASELINE, q.primary, *([q.partial] if q.partial else []), *q.others]
-    if thin_frontier(ctx):
-        names = [k for k in names if k not in ("ratio 2", "ratio 0.5", "ratio 8", WIDE, *q.others)]
+    names = [k for k in names if k not in left_out(ctx)]
     cfgs = {k: everything[k] for k in names}
     losses = fit_variants(ctx, task, cfgs, f"c6 {q.name}", reference=lambda k: k == BASELINE)
     delta = {k: estimate(f"{k} minus baseline", [a - b for a, b in zip(losses[k], losses[BASELINE])], "nats")
@@ -84,11 +83,11 @@ def _question(ctx: Context, q: Question) -> Findings:
     rows = [[k, ffn(k), ffn(k) / ffn(BASELINE), estimate(k, losses[k]).mean,
              *((delta[k].mean, delta[k].ci_low, delta[k].ci_high) if k in delta else (0.0, 0.0, 0.0))]
             for k in cfgs]
-    left_out = [k for k in (q.partial, *q.others) if k and k not in cfgs]
+    missing = [k for k in (q.partial, *q.others) if k and k not in cfgs]
     return Findings(
         method=f"{cfgs[BASELINE].n_layers}-layer decoders (d={cfgs[BASELINE].d_model}); each variant against the "
                f"baseline, paired by seed, on the test split ({s.tokenizer} tokens)"
-               + (f"; the quick size leaves out {', '.join(left_out)}" if left_out else "") + ". "
+               + (f"; the {size_name(ctx)} size leaves out {', '.join(missing)}" if missing else "") + ". "
                + training_method(ctx),
         criterion=q.criterion, verdict=verdict, reason=reason, estimates=[primary, *[delta[k] for k in delta
                                                                                      if k != q.primary]],

@@ -14,7 +14,9 @@ PRECISIONS = ("bf16", "fp32")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """AdamW with linear warmup then cosine decay to `min_lr` (as in GPT-3 / nanoGPT).
+    """AdamW with linear warmup then cosine decay to `min_lr` (as in GPT-3 / nanoGPT); with `hold` > 0
+    the decay ends `hold` of the steps early and the rate stays at `min_lr` for the rest (so that a
+    plateau over the last steps is learning that has stopped, not the cosine's last annealing).
 
     One step sees `batch_size * grad_accum` sequences of `seq_len` tokens. Held-out loss is
     measured every `eval_every` steps over `eval_batches` batches; a checkpoint is written
@@ -27,6 +29,7 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup: int = 100
+    hold: float = 0.0  # share of the steps, at the end, trained at min_lr
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -52,6 +55,8 @@ class TrainConfig:
             raise FFNLabError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise FFNLabError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+        if not 0 <= self.hold < 1:
+            raise FFNLabError(f"hold must be a share of the steps in [0, 1), got {self.hold!r}")
         if not self.lr > 0:
             raise FFNLabError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:

@@ -74,10 +74,12 @@ class TrainResult:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for 0-based `step`: linear warmup, then cosine from `lr` to `min_lr`."""
+    """Learning rate for 0-based `step`: linear warmup, then cosine from `lr` to `min_lr`, reached
+    `hold` of the steps before the end (then held)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    end = cfg.steps - round(cfg.hold * cfg.steps)
+    progress = (step - cfg.warmup) / max(1, end - cfg.warmup)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
