@@ -29,6 +29,21 @@ def test_publish_copies_renders_and_records_provenance(tmp_path: Path):
     assert not (out / "results" / "experiments" / "c8-facts-quick.json").exists()
 
 
+def test_a_publication_can_be_continued_and_says_what_is_missing(tmp_path: Path):
+    write_study(tmp_path / "results")
+    sweep = tmp_path / "results" / "lr-sweeps" / "mlp-abc.json"
+    sweep.parent.mkdir()
+    sweep.write_text('{"family": "mlp", "chosen": 0.016}')
+    out = publish(tmp_path / "results", tmp_path / "docs" / "study")
+    assert (out / "results" / "lr-sweeps" / "mlp-abc.json").read_text() == sweep.read_text()
+    prov = (out / PROVENANCE).read_text()
+    study = load_study(tmp_path / "results")
+    total = sum(r.wall_seconds for r in study.results if r.mode == "quick")
+    assert f"{len([r for r in study.results if r.mode == 'quick'])} experiments here, {total:,.0f} s" in prov
+    # the stored study's names are not the registered experiments': every registered one is missing
+    assert "not yet run in this mode: position-wise, " in prov and "study --full --results R" in prov
+
+
 def test_publish_never_replaces_a_directory_that_is_not_a_publication(tmp_path: Path, capsys):
     write_study(tmp_path / "results")
     (tmp_path / "docs").mkdir()

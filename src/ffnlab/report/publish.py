@@ -6,8 +6,11 @@ without running anything (e.g. `docs/study/` of the repository).
 
 `DIR/index.html` is rendered from the copies in `DIR/results/` (so it can be re-rendered from them
 with `ffnlab report --results DIR/results`), and `DIR/PROVENANCE.md` says which code produced which
-results, with which command, on which machine. The directory is written atomically, and an existing
-`DIR` is replaced only if it is an earlier publication.
+results, with which command, on which machine, how much compute they took and which experiments
+of a mode are still missing. The learning-rate sweeps are copied too, so that a study continued
+from the copies (`ffnlab study --full --results COPY`) reuses every finished experiment whose code
+is unchanged and trains no sweep twice. The directory is written atomically, and an existing `DIR`
+is replaced only if it is an earlier publication.
 """
 
 from __future__ import annotations
@@ -46,17 +49,31 @@ def publish(results: str | Path | None, out: str | Path, mode: str | None = None
                 (copied / "study").mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, copied / "study" / src.name)
                 records[m] = json.loads(src.read_text())
+        sweeps = sorted((root / "lr-sweeps").glob("*.json"))
+        if sweeps:
+            (copied / "lr-sweeps").mkdir(parents=True)
+            for src in sweeps:
+                shutil.copy2(src, copied / "lr-sweeps" / src.name)
         final = load_study(copied, mode)
         final.root = out / "results"  # the page names where its results will be, not the temporary copy
         atomic_write_text(tmp / "index.html", render_page(final))
-        atomic_write_text(tmp / PROVENANCE, provenance(final, records, mode))
+        atomic_write_text(tmp / PROVENANCE, provenance(final, records, mode, _registered()))
     for p in [out, *out.rglob("*")]:  # a publication is for reading: ordinary permissions
         p.chmod(0o755 if p.is_dir() else 0o644)
     return out
 
 
-def provenance(study, records: dict[str, dict], mode: str | None) -> str:
-    """Which code produced the published results, with which command, where, and how to redo it."""
+def _registered() -> list[str]:
+    """Every registered experiment, in study order."""
+    from ffnlab.experiments.registry import load_all
+
+    return list(load_all())
+
+
+def provenance(study, records: dict[str, dict], mode: str | None, registered: list[str] | None = None) -> str:
+    """Which code produced the published results, with which command, where, what is missing of each
+    mode (of the `registered` experiments), and how to redo or continue it."""
+    registered = registered or []
     versions = sorted({r.code_version or "unrecorded" for r in study.results})
     lines = ["# Provenance of this published study", "",
              f"Published {datetime.now(timezone.utc).isoformat(timespec='seconds')} by ffnlab {code_version()} "
@@ -65,11 +82,16 @@ def provenance(study, records: dict[str, dict], mode: str | None) -> str:
              ""]
     for m, rec in sorted(records.items()):
         env = rec.get("environment", {})
+        here = [r for r in study.results if r.mode == m]
+        missing = [n for n in registered if n not in {r.name for r in here}]
         lines += [f"## The {m} study", "",
-                  f"- command: `{rec.get('command', '?')}`, started {rec.get('started', '?')}, "
-                  f"{rec.get('wall_seconds', '?')} s in all",
+                  f"- command: `{rec.get('command', '?')}`, last started {rec.get('started', '?')}",
+                  f"- compute: {len(here)} experiments here, {sum(r.wall_seconds for r in here):,.0f} s of their own "
+                  "wall time in all (each experiment's, summed over the sessions that ran them)",
                   f"- code: `{rec.get('code_version', '?')}`",
                   "- machine: " + ", ".join(f"{k} {v}" for k, v in env.items() if isinstance(v, (str, int, float)))]
+        if missing:
+            lines.append(f"- not yet run in this mode: {', '.join(missing)}")
         failed = [n for n, s in rec.get("experiments", {}).items() if s.get("status") == "failed"]
         if failed:
             lines.append(f"- failed in that run: {', '.join(failed)}")
@@ -77,7 +99,10 @@ def provenance(study, records: dict[str, dict], mode: str | None) -> str:
     lines += ["## Reproduce", "",
               "Check out the commit above, then `make study` (quick) or `.venv/bin/ffnlab study --full`; "
               "`ffnlab report --results docs/study/results` re-renders this page from the copies here "
-              "without recomputing anything.", ""]
+              "without recomputing anything.", "",
+              "To continue a study that is not finished: `cp -r docs/study/results R && .venv/bin/ffnlab study --full "
+              "--results R`, then `.venv/bin/ffnlab report --results R --publish docs/study`. Finished experiments "
+              "whose code is unchanged are reused; the rest run.", ""]
     stale = [r.name for r in study.results if r.code_version.endswith(".dirty")]
     if stale:
         lines += [f"Note: {', '.join(stale)} came from code with uncommitted changes.", ""]
