@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ffnlab.errors import FFNLabError
+from ffnlab.experiments.registry import MODES
 from ffnlab.report.load import load_study, record_path
 from ffnlab.report.page import render_page
 from ffnlab.results import atomic_dir, atomic_write_text, code_version, results_dir
@@ -83,7 +84,8 @@ def provenance(study, records: dict[str, dict], mode: str | None, registered: li
     for m, rec in sorted(records.items()):
         env = rec.get("environment", {})
         here = [r for r in study.results if r.mode == m]
-        missing = [n for n in registered if n not in {r.name for r in here}]
+        elsewhere = {r.name for r in study.results if r.mode != m and MODES.index(r.mode) > MODES.index(m)}
+        missing = [n for n in registered if n not in {r.name for r in here} | elsewhere]  # nor in a fuller mode
         lines += [f"## The {m} study", "",
                   f"- command: `{rec.get('command', '?')}`, last started {rec.get('started', '?')}",
                   f"- compute: {len(here)} experiments here, {sum(r.wall_seconds for r in here):,.0f} s of their own "
@@ -91,7 +93,7 @@ def provenance(study, records: dict[str, dict], mode: str | None, registered: li
                   f"- code: `{rec.get('code_version', '?')}`",
                   "- machine: " + ", ".join(f"{k} {v}" for k, v in env.items() if isinstance(v, (str, int, float)))]
         if missing:
-            lines.append(f"- not yet run in this mode: {', '.join(missing)}")
+            lines.append(f"- not yet run in this mode (nor in a fuller one): {', '.join(missing)}")
         failed = [n for n, s in rec.get("experiments", {}).items() if s.get("status") == "failed"]
         if failed:
             lines.append(f"- failed in that run: {', '.join(failed)}")
