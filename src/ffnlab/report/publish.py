@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ffnlab.errors import FFNLabError
-from ffnlab.experiments.registry import MODES
+from ffnlab.experiments.registry import MODES, load_all
 from ffnlab.report.load import load_study, record_path
 from ffnlab.report.page import render_page
 from ffnlab.results import atomic_dir, atomic_write_text, code_version, results_dir
@@ -58,17 +58,10 @@ def publish(results: str | Path | None, out: str | Path, mode: str | None = None
         final = load_study(copied, mode)
         final.root = out / "results"  # the page names where its results will be, not the temporary copy
         atomic_write_text(tmp / "index.html", render_page(final))
-        atomic_write_text(tmp / PROVENANCE, provenance(final, records, mode, _registered()))
+        atomic_write_text(tmp / PROVENANCE, provenance(final, records, mode, list(load_all())))
     for p in [out, *out.rglob("*")]:  # a publication is for reading: ordinary permissions
         p.chmod(0o755 if p.is_dir() else 0o644)
     return out
-
-
-def _registered() -> list[str]:
-    """Every registered experiment, in study order."""
-    from ffnlab.experiments.registry import load_all
-
-    return list(load_all())
 
 
 def provenance(study, records: dict[str, dict], mode: str | None, registered: list[str] | None = None) -> str:
