@@ -1,6 +1,10 @@
+from pathlib import Path
+
 import pytest
 
-from ffnlab.experiments.c2_rank import c2_verdict, what_prevents
+from ffnlab.experiments.c2_rank import c2_verdict, deep_model, what_prevents
+from ffnlab.experiments.common import SIZES
+from ffnlab.experiments.registry import Context
 from ffnlab.experiments.verdict import estimate
 from ffnlab.results import ALL_VERDICTS, base_verdict
 
@@ -23,7 +27,7 @@ def test_rank_collapse_at_test_size(run_test_size):
     settled, suggested = r.extra["statements"]
     assert settled["level"] == "settled" and "at initialisation" in settled["text"] and "skip" in settled["text"]
     assert suggested["level"] == "suggested" and "in trained models" in suggested["text"]
-    assert [d.version for d in r.deviations] == [3, 4]  # criteria changed after versions 2 and 3 were seen
+    assert [d.version for d in r.deviations] == [3, 4, 5]  # changed after versions 2, 3 and 4 were seen
     across = r.tables[1].rows
     assert [row[0] for row in across] == ["init", "trained"] and len(across[0]) == n_layers + 1
 
@@ -49,3 +53,10 @@ def test_the_plain_statement_names_the_component():
     assert "the skip connection does not prevent collapse" in what_prevents(0.1, 0.2, 1e-3)
     assert "the FFN slows it" in what_prevents(0.1, 0.2, 1e-3)
     assert "the FFN prevents it" in what_prevents(0.1, 0.6, 1e-3)
+
+
+def test_full_deep_models_are_wider_than_the_size_says():
+    full = deep_model(Context(mode="full", seeds=(0,), results=Path("unused")), 128)
+    assert (full.d_model, full.n_layers) == (48, SIZES["full"].deep_layers)  # c2_rank.WIDTH: 32 missed the bar
+    test = deep_model(Context(mode="quick", seeds=(0,), results=Path("unused"), options={"size": "test"}), 128)
+    assert (test.d_model, test.n_layers) == (SIZES["test"].deep_width, SIZES["test"].deep_layers)
