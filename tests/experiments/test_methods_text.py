@@ -1,10 +1,11 @@
 """The methods text of a result is generated from what ran: change the config, the text changes."""
 
 import dataclasses
+from pathlib import Path
 
 from ffnlab.experiments import common
 from ffnlab.experiments.c6_frontier import BASELINE
-from ffnlab.experiments.registry import run_experiment
+from ffnlab.experiments.registry import MODES, Context, run_experiment
 
 
 def test_the_methods_text_follows_the_size(tmp_path, monkeypatch):
@@ -20,3 +21,12 @@ def test_the_methods_text_follows_the_size(tmp_path, monkeypatch):
         layers, width = base["n_layers"], base["d_model"]
         assert f"{layers}-layer decoders (d={width})" in r.method
     assert methods[20] != methods[24]
+
+
+def test_every_study_mode_has_a_size():
+    # `make study` runs quick and `ffnlab study --full` full: each mode must name a size of common.SIZES
+    for mode in MODES:
+        s = common.size(Context(mode=mode, seeds=(0,), results=Path("unused")))
+        assert s.steps > 0 and s.lrs
+    assert common.SIZES["test"].steps < common.SIZES["quick"].steps < common.SIZES["full"].steps
+    assert common.SIZES["full"].bar > common.SIZES["quick"].bar and common.SIZES["full"].plateau
