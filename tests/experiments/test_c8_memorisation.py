@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from ffnlab.errors import FFNLabError
 from ffnlab.experiments.tasks import IGNORE, IS, QUERY, FactTask, Mixture, RecallTask
 
 
@@ -39,3 +41,16 @@ def test_recall_answers_are_in_the_context():
     mix = Mixture(FactTask(20, 4), task)
     mx, my = mix.batch("train", 0, 5, 32, 0)
     assert mx.shape == (5, 32) and mix.vocab_size == max(task.vocab_size, FactTask(20, 4).vocab_size)
+
+
+def test_recall_queries_are_drawn_with_replacement():
+    # drawn without replacement, the last of as many queries as pairs would be answered by elimination
+    def asked(task: RecallTask) -> list[list[int]]:
+        x, y = task.batch("train", 0, 64, 2 * task.n_pairs + 3 * task.n_queries, 0)
+        return [[int(x[b, t]) for t in (y[b] != IGNORE).nonzero().flatten().tolist()] for b in range(64)]
+
+    assert all(len(a) == 6 for a in asked(RecallTask(n_keys=8, n_pairs=3, n_queries=6)))  # each answer supervised
+    as_many = asked(RecallTask(n_keys=8, n_pairs=4, n_queries=4))
+    assert any(len(set(a)) < 4 for a in as_many)  # a key asked twice: nothing is left to eliminate
+    with pytest.raises(FFNLabError, match="n_queries >= 1"):
+        RecallTask(n_pairs=2, n_queries=0)

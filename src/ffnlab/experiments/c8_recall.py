@@ -1,7 +1,8 @@
 """C8: is in-context computation done by attention? Associative recall with and without FFN.
 
 Models with FFN and without FFN (wider, matched parameters) learn in-context associative recall
-(`tasks.RecallTask`: fresh key -> value pairs in every sequence, then queries). The training budget
+(`tasks.RecallTask`: fresh key -> value pairs in every sequence, then twice as many queries, drawn
+with replacement, each answer supervised). The training budget
 climbs a ladder (on the first seed) until at least one model solves the task (>= 90% on fresh
 sequences); every seed then trains at that budget. If no budget of the ladder gets a model there,
 the verdict is inconclusive: a task nobody learned says nothing about where it is computed.
@@ -16,7 +17,7 @@ from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.tasks import RecallTask, answer_accuracy
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFNConfig, ModelConfig, count_params, match_width
-from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Line, Series, Table
+from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Deviation, Line, Series, Table
 from ffnlab.train import TrainConfig
 
 SOLVED = 0.9  # accuracy on fresh sequences at which a model "solves" recall
@@ -45,14 +46,15 @@ class Recall:
 
 
 RECALL = {
-    "test": Recall(16, 2, 2, 8, 2, 2, 8, (20, 40), 1e-2, 64),
-    # 6 pairs and 2 queries: with as many queries as pairs, pilots (4 pairs, d 32, up to 5000 steps) sat at 0.56,
-    # which is guessing among the values not yet asked (1/4, 1/3, 1/2, 1 by query), not recall. At 6 pairs a
-    # pilot with FFN (d 32, lr 3e-3, batch 64) stayed at 0.22-0.27 up to 3500 steps, one without FFN (d 32) at
-    # 0.25-0.28 up to 11000: quick is expected to be inconclusive. full climbs to 8000 steps (about 56,000 steps
-    # in all at ~13 ms each on one thread); 16000 would add ~20 minutes for what the pilot makes unlikely
-    "quick": Recall(32, 2, 2, 16, 6, 2, 64, (1000,), 3e-3),
-    "full": Recall(32, 2, 2, 16, 6, 2, 64, (4000, 8000), 3e-3),
+    "test": Recall(16, 2, 2, 8, 2, 4, 8, (20, 40), 1e-2, 64),
+    # 6 pairs, 12 queries drawn with replacement. Pilots (seed 0, lr 3e-3, batch 64, cosine): with 2 queries per
+    # sequence (drawn without replacement) no model learned recall -- with FFN (d 32) 0.28 after 2000 steps, d 64
+    # 0.28; 3 pairs 3 queries 0.64 after 8000 steps, which is elimination among the values not yet asked -- while the
+    # same d 32 model learns to copy a repeated sequence in 250 steps: two answers per sequence are too little
+    # signal. With 12 answers per sequence (3000-step runs) the model with FFN (d 32) jumps from 0.40 at 1875 steps
+    # to 0.97 at 2250 and 1.0 at 2625; the one without FFN (d 56, matched params) is at 0.97 after 375 steps
+    "quick": Recall(32, 2, 2, 16, 6, 12, 64, (1000,), 3e-3),
+    "full": Recall(32, 2, 2, 16, 6, 12, 64, (1000, 2000, 4000), 3e-3),
 }
 CRITERION = Criterion(
     "in-context recall accuracy of the model without FFN (matched params), fresh sequences", ">", SOLVED,
@@ -84,8 +86,15 @@ def recall_verdict(no_ffn: list[float], best: float) -> tuple[str, str, list]:
     return verdict, reason, [est]
 
 
-@experiment("in-context-recall", claim="C8", version=1, order=82,
-            title="In-context associative recall, with and without FFN, trained until a model solves it")
+@experiment("in-context-recall", claim="C8", version=2, order=82,
+            title="In-context associative recall, with and without FFN, trained until a model solves it",
+            deviations=(Deviation(2, "the task: 2 queries per sequence drawn without replacement became 12 drawn "
+                                     "with replacement (6 pairs); full's budgets 4000, 8000 steps became 1000, "
+                                     "2000, 4000",
+                                  "version 1's quick result (no model learned recall: with FFN 0.246, without "
+                                  "0.283 after 1000 steps) and the pilots in c8_recall.RECALL",
+                                  "a task no model learns cannot show where it is computed; the criterion is "
+                                  "unchanged"),))
 def in_context_recall(ctx: Context) -> Findings:
     r = RECALL.get(size_name(ctx), RECALL["quick"])
     task = RecallTask(n_keys=r.n_keys, n_values=r.n_keys, n_pairs=r.n_pairs, n_queries=r.n_queries)
@@ -118,7 +127,8 @@ def in_context_recall(ctx: Context) -> Findings:
     return Findings(
         method=(f"{r.n_layers}-layer decoders ({', '.join(f'{k} d_model {c.d_model}' for k, c in cfgs.items())}; "
                 f"rotary positions) learn associative recall: {r.n_pairs} fresh key -> value pairs per sequence "
-                f"({r.n_keys} keys, {r.n_keys} values), then {r.n_queries} queries 'Q k v', loss on v. Batches of "
+                f"({r.n_keys} keys, {r.n_keys} values), then {r.n_queries} queries 'Q k v' drawn with replacement, loss "
+                f"on each v. Batches of "
                 f"{r.batch_size} sequences, lr {r.lr:g}, warmup and cosine decay. Budgets "
                 f"{', '.join(map(str, r.budgets))} steps tried in turn on seed {ctx.seeds[0]} until a model reaches "
                 f"{SOLVED:.0%}; all seeds train at that budget ({steps} steps). Accuracy on {r.eval_sequences} "

@@ -3,8 +3,9 @@
     FactTask    "entity IS attribute ;" statements; each fact has an exposure weight, so some
                 facts are seen few and others many times during training. Answering needs
                 the fact stored in the weights.
-    RecallTask  "k1 v1 k2 v2 ... QUERY k v": fresh random key->value pairs in every sequence;
-                answering needs the pair found in the context (associative recall).
+    RecallTask  "k1 v1 k2 v2 ... QUERY k v": fresh random key->value pairs in every sequence,
+                then queries drawn with replacement; answering needs the pair found in the
+                context (associative recall).
     Mixture     rows of several tasks in one batch (one shared vocabulary).
 
 All follow the trainer's data protocol: `.vocab_size`, `.fingerprint` and
@@ -101,18 +102,23 @@ class FactTask:
 
 
 class RecallTask:
-    """In-context associative recall: `n_pairs` fresh key -> value pairs, then `n_queries` queries."""
+    """In-context associative recall: `n_pairs` fresh key -> value pairs, then `n_queries` queries.
+
+    Queries are drawn with replacement from the pairs, so no answer follows by elimination from
+    the ones asked before (drawn without, the last of as many queries as pairs is the one value
+    not yet asked), and there may be more queries than pairs: each is a supervised answer."""
 
     def __init__(self, n_keys: int = 32, n_values: int = 32, n_pairs: int = 8, n_queries: int = 4, offset: int = 0,
                  seed: int = 0):
-        if n_pairs > n_keys or n_queries > n_pairs or n_pairs < 1:
-            raise FFNLabError("RecallTask needs 1 <= n_queries <= n_pairs <= n_keys")
+        if not 1 <= n_pairs <= n_keys or n_queries < 1:
+            raise FFNLabError(f"RecallTask needs 1 <= n_pairs <= n_keys and n_queries >= 1 (got n_pairs={n_pairs}, "
+                              f"n_keys={n_keys}, n_queries={n_queries})")
         self.n_keys, self.n_values, self.n_pairs, self.n_queries = n_keys, n_values, n_pairs, n_queries
         self.first_key = N_SPECIAL + offset
         self.first_value = self.first_key + n_keys
         self.vocab_size = self.first_value + n_values
         self.seed = seed
-        self.fingerprint = f"recall-{n_keys}-{n_values}-{n_pairs}-{n_queries}-{offset}-{seed}"
+        self.fingerprint = f"recall-{n_keys}-{n_values}-{n_pairs}-{n_queries}-{offset}-{seed}-replace"
 
     def batch(self, split: str, index: int, batch_size: int, seq_len: int, seed: int) -> tuple[Tensor, Tensor]:
         need = 2 * self.n_pairs + 3 * self.n_queries
@@ -126,7 +132,7 @@ class RecallTask:
             keys = rng.choice(self.n_keys, self.n_pairs, replace=False) + self.first_key
             values = rng.integers(0, self.n_values, self.n_pairs) + self.first_value
             seq[b, 0:2 * self.n_pairs:2], seq[b, 1:2 * self.n_pairs:2] = keys, values
-            for q, i in enumerate(rng.choice(self.n_pairs, self.n_queries, replace=False)):
+            for q, i in enumerate(rng.integers(0, self.n_pairs, self.n_queries)):
                 at = 2 * self.n_pairs + 3 * q
                 seq[b, at:at + 3] = QUERY, keys[i], values[i]
                 tgt[b, at + 2] = values[i]
