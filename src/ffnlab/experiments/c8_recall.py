@@ -130,9 +130,8 @@ def in_context_recall(ctx: Context) -> Findings:
     return Findings(
         method=(f"{r.n_layers}-layer decoders ({', '.join(f'{k} d_model {c.d_model}' for k, c in cfgs.items())}; "
                 f"rotary positions) learn associative recall: {r.n_pairs} fresh key -> value pairs per sequence "
-                f"({r.n_keys} keys, {r.n_keys} values), then {r.n_queries} queries 'Q k v' drawn with replacement, loss "
-                f"on each v. Batches of "
-                f"{r.batch_size} sequences, lr {r.lr:g}, warmup and cosine decay. Budgets "
+                f"({r.n_keys} keys, {r.n_keys} values), then {r.n_queries} queries 'Q k v' drawn with replacement, "
+                f"loss on each v. Batches of {r.batch_size} sequences, lr {r.lr:g}, warmup and cosine decay. Budgets "
                 f"{', '.join(map(str, r.budgets))} steps tried in turn on seed {ctx.seeds[0]} until a model reaches "
                 f"{SOLVED:.0%}; all seeds train at that budget ({steps} steps). Accuracy on {r.eval_sequences} "
                 f"sequences of pairs never trained on."),
