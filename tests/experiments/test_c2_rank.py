@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ffnlab.experiments.c2_rank import c2_verdict, deep_model, what_prevents
-from ffnlab.experiments.common import SIZES
+from ffnlab.experiments.c2_rank import c2_verdict, control_steps, deep_model, what_prevents
+from ffnlab.experiments.common import SIZES, shortened, train_config
 from ffnlab.experiments.registry import Context
 from ffnlab.experiments.verdict import estimate
 from ffnlab.results import ALL_VERDICTS, base_verdict
@@ -60,3 +60,15 @@ def test_full_deep_models_are_wider_than_the_size_says():
     assert (full.d_model, full.n_layers) == (48, SIZES["full"].deep_layers)  # c2_rank.WIDTH: 32 missed the bar
     test = deep_model(Context(mode="quick", seeds=(0,), results=Path("unused"), options={"size": "test"}), 128)
     assert (test.d_model, test.n_layers) == (SIZES["test"].deep_width, SIZES["test"].deep_layers)
+
+
+def test_only_the_controls_train_shorter_and_only_where_the_size_says():
+    full = Context(mode="full", seeds=(0,), results=Path("unused"))
+    assert control_steps(full, "attn-only") == control_steps(full, "attn+ffn") == 500
+    assert control_steps(full, "full") is None and control_steps(full, "attn+skip") is None
+    test = Context(mode="quick", seeds=(0,), results=Path("unused"), options={"size": "test"})
+    assert control_steps(test, "attn-only") is None
+    cfg = train_config(full, 0)
+    short = shortened(cfg, 500)  # the same schedule at a fifth of the length
+    assert (short.steps, short.warmup, short.eval_every, short.checkpoint_every) == (500, 50, 50, 50)
+    assert (cfg.warmup, cfg.eval_every) == (250, 250) and short.hold == cfg.hold and short.batch_size == cfg.batch_size

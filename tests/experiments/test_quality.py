@@ -206,3 +206,15 @@ def test_an_inconclusive_verdict_from_one_seed_is_not_also_labelled_indicative()
     r = Result(name="x", claim="C8", title="", version=1, mode="quick", method="", verdict=INCONCLUSIVE)
     apply_labels(r, Context("quick", (0,), Path(".")), Experiment("x", "C8", 1, "", fake, {"quick": 1}))
     assert r.verdict == INCONCLUSIVE
+
+
+def test_a_sweep_where_every_rate_diverged_is_not_grown(tmp_path):
+    calls = []
+
+    def train_at(lr):
+        calls.append(lr)
+        raise FFNLabError("diverged")
+
+    with pytest.raises(FFNLabError, match="every learning rate"):
+        choose_lr(tmp_path / "s.json", (0.004, 0.008, 0.016), train_at)
+    assert sorted(calls) == [0.004, 0.008, 0.016]  # no rate past either edge was tried

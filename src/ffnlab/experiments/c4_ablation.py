@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ffnlab import numbers as fmt
 from ffnlab.analysis.ablation import CONTROLLED, controlled_ablation, reference_activations
 from ffnlab.analysis.lens import attention_shift
 from ffnlab.analysis.paths import path_patching
@@ -27,7 +28,6 @@ from ffnlab.experiments.common import (base_model, data, few_threads, fit, progr
                                       train_ahead, train_config)
 from ffnlab.experiments.registry import Context, Findings, experiment
 from ffnlab.experiments.verdict import estimate
-from ffnlab import numbers as fmt
 from ffnlab.results import Anchor, Deviation, Line, Series, Table
 
 

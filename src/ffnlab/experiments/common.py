@@ -138,6 +138,12 @@ def train_config(ctx: Context, seed: int, **changes) -> TrainConfig:
     return cfg.replace(**changes) if changes else cfg
 
 
+def shortened(cfg: TrainConfig, steps: int) -> TrainConfig:
+    """`cfg` over `steps` steps, with warmup, evaluations, checkpoints and logs at the same shares of it."""
+    return cfg.replace(steps=steps, warmup=max(1, steps // 10), eval_every=max(1, steps // 10),
+                       checkpoint_every=max(1, steps // 10), log_every=max(1, steps // 20))
+
+
 def train_run(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str) -> TrainResult:
     """Train, or reuse a finished identical run (same config, data and training code) from the store."""
     store = Store(ctx.results)
@@ -292,17 +298,23 @@ def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name
 def fit_variants(ctx: Context, task, cfgs: dict[str, ModelConfig], prefix: str,
                  in_verdict: Callable[[str], bool] = lambda name: True, exempt: Callable[[str], str] = lambda name: "",
                  each: Callable[[int, str, Fitted], None] | None = None,
-                 reference: Callable[[str], bool] = lambda name: True) -> dict[str, list[float]]:
+                 reference: Callable[[str], bool] = lambda name: True,
+                 steps: Callable[[str], int | None] = lambda name: None) -> dict[str, list[float]]:
     """The seed x variant sweep: every variant of `cfgs` fitted for every seed of `ctx` (trained ahead
     when cores are idle, reused from the store when done before), its test loss per seed, and
     `each(seed, name, fitted)` for whatever an experiment measures on the trained model. Variants
-    for which `reference` is false are comparison models (`fit`'s `comparison`)."""
+    for which `reference` is false are comparison models (`fit`'s `comparison`); `steps(name)`, where
+    not None, trains that variant for fewer steps than the size's (`shortened`)."""
+    def schedule(seed: int, name: str) -> TrainConfig:
+        cfg = train_config(ctx, seed)
+        return cfg if steps(name) is None else shortened(cfg, steps(name))
+
     jobs = [(seed, name) for seed in ctx.seeds for name in cfgs]
-    train_ahead(ctx, task, [(cfgs[n], train_config(ctx, seed), f"{prefix} {n} s{seed}") for seed, n in jobs])
+    train_ahead(ctx, task, [(cfgs[n], schedule(seed, n), f"{prefix} {n} s{seed}") for seed, n in jobs])
     losses: dict[str, list[float]] = {name: [] for name in cfgs}
     with few_threads():
         for seed, name in progress_bar(jobs, ctx, prefix):
-            run = fit(ctx, cfgs[name], train_config(ctx, seed), task, f"{prefix} {name} s{seed}",
+            run = fit(ctx, cfgs[name], schedule(seed, name), task, f"{prefix} {name} s{seed}",
                       exempt=exempt(name), in_verdict=in_verdict(name), comparison=not reference(name))
             losses[name].append(run.test_loss)
             if each is not None:

@@ -193,7 +193,9 @@ def choose_lr(path: Path, lrs: tuple[float, ...], train_at, about: dict | None =
         sweep(lr)
     for _ in range(extend if len(tried) > 1 else 0):
         best = min(tried, key=lambda lr: val[repr(lr)])
-        if best == tried[-1] and math.isfinite(val[repr(best)]):
+        if not math.isfinite(val[repr(best)]):
+            break  # every rate diverged: a wider grid is not what is missing
+        if best == tried[-1]:
             tried.append(_rate(tried[-1] * tried[-1] / tried[-2]))
             sweep(tried[-1])
         elif best == tried[0]:
