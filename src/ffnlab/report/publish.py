@@ -82,7 +82,8 @@ def provenance(study, records: dict[str, dict], mode: str | None, registered: li
         lines += [f"## The {m} study", "",
                   f"- command: `{rec.get('command', '?')}`, last started {rec.get('started', '?')}",
                   f"- compute: {len(here)} experiments here, {sum(r.wall_seconds for r in here):,.0f} s of their own "
-                  "wall time in all (each experiment's, summed over the sessions that ran them)",
+                  "wall time in all (each experiment's last run; a run that found its models trained in the "
+                  "store counts only what it computed itself, so this is a lower bound on the study's cost)",
                   f"- code: `{rec.get('code_version', '?')}`",
                   "- machine: " + ", ".join(f"{k} {v}" for k, v in env.items() if isinstance(v, (str, int, float)))]
         if missing:
