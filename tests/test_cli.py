@@ -1,8 +1,11 @@
 """The command line: bad input gives one line and a non-zero exit, never a traceback."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -60,3 +63,46 @@ def test_every_command_that_runs_a_model_takes_device_and_refuses_an_absent_one(
     with pytest.raises(SystemExit):
         main([*args, "--help"])
     assert "--device DEVICE" in capsys.readouterr().out
+
+
+_POOL = """
+import sys, time, multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from ffnlab.cli import stop_workers_on_sigterm
+
+if __name__ == "__main__":
+    stop_workers_on_sigterm()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(time.sleep, 120)
+        while not multiprocessing.active_children():
+            time.sleep(0.05)
+        time.sleep(1)  # the worker has taken the task
+        print(multiprocessing.active_children()[0].pid, flush=True)
+        future.result()
+"""
+
+
+def test_a_terminated_command_takes_its_worker_processes_with_it(tmp_path):
+    script = tmp_path / "pool.py"
+    script.write_text(_POOL)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    try:
+        parent.send_signal(signal.SIGTERM)
+        code = parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)  # without the handler the worker sleeps on, orphaned
+        assert code == 128 + signal.SIGTERM
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -8,9 +8,11 @@ User errors (`FFNLabError`) print one line and exit 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import importlib
+import multiprocessing
+import os
 import pkgutil
+import signal
 import sys
 
 from ffnlab import commands
@@ -47,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stop_workers_on_sigterm() -> None:
+    """On SIGTERM (`kill`), terminate this process's worker processes (the training pools of
+    `experiments.common.train_ahead`) before exiting: left running, they keep training and hold
+    their runs' directories, so the next study could not train them. Finished runs are kept."""
+    def stop(signum, frame):
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    stop_workers_on_sigterm()
     try:
         import torch
 
