@@ -149,3 +149,27 @@ def test_bad_rungs_and_layers_are_user_errors():
         parse_rung("topk-150")
     with pytest.raises(FFNLabError, match="layers 0..1"):
         run(model_with("mlp"), ["affine"], layers=(5,))
+
+
+def test_scorer_matches_the_materialised_kl_and_cross_entropy():
+    from ffnlab.analysis.replay import Scorer
+
+    class Logits(torch.nn.Module):
+        causal, has_head = True, True
+
+        def unembed(self, h):
+            return h
+
+    g = torch.Generator().manual_seed(0)
+    z0 = 4 * torch.randn(3, 10, 97, generator=g)
+    tokens = torch.randint(0, 97, (3, 10), generator=g)
+    scorer = Scorer(Logits())
+    ref = scorer.reference(z0)
+    for z in (z0, z0 + 0.1 * torch.randn(z0.shape, generator=g), torch.randn(z0.shape, generator=g)):
+        ce, kl = scorer.score(z, ref, tokens)
+        logp0, logp = z0.log_softmax(-1), z.log_softmax(-1)
+        want_kl = (logp0.exp() * (logp0 - logp)).sum(-1).mean(1)
+        want_ce = -logp[:, :-1].gather(-1, tokens[:, 1:, None]).squeeze(-1).mean(1)
+        torch.testing.assert_close(kl, want_kl, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ce, want_ce)
+    assert float(scorer.score(z0, ref, tokens)[1].abs().max()) < 1e-6  # KL of the original to itself
