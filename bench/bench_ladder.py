@@ -1,8 +1,9 @@
 """The replacement ladder on SmolLM2-135M (bf16, one thread): what evaluation and fitting cost.
 
-- replay vs forward: scoring one rung at layer i from the cached stream (blocks i.. and the head)
-  against a full forward of the same windows, the baseline measured in the same run; the ratio
-  is the saving of the cache, per depth;
+- replay vs forward: scoring one rung at layer i from the cached stream (blocks i.., the head, and
+  the loss and KL against the original distribution, as the ladder does) against a full forward of
+  the same windows, the baseline measured in the same run; the ratio is the saving of the cache, per
+  depth;
 - projections, from those timings scaled linearly in tokens: one rung over all 30 layers and the
   full ladder (every default rung on every layer, plus the fit pass and transcoders) at 16k eval
   tokens, against the issue's budgets (5 and 45 minutes on two cores);
@@ -41,7 +42,7 @@ def run(quick: bool = True) -> dict:
 @torch.no_grad()
 def _run(quick: bool) -> dict:
     from ffnlab.analysis.ladder import LadderConfig, fit_layers
-    from ffnlab.analysis.replay import cache_streams, run_from
+    from ffnlab.analysis.replay import Scorer, cache_streams, run_from
     from ffnlab.analysis.rungs import default_rungs
     from ffnlab.pretrained import load
 
@@ -57,8 +58,15 @@ def _run(quick: bool) -> dict:
     depths = sorted({0, n_layers // 2, n_layers - 1})
     cache = cache_streams(model, batches, set(depths))
     cache_s = time.perf_counter() - t0
-    cases = {"full": lambda: [model(b) for b in batches]}
-    cases.update({i: (lambda i=i: [run_from(model, cache, b, i) for b in range(len(batches))]) for i in depths})
+    scorer = Scorer(model)
+    refs = [scorer.reference(f) for f in cache.final]
+    cases = {"full": lambda: [scorer.score(model(b), refs[i], b) for i, b in enumerate(batches)]}
+
+    def scored(i: int) -> None:
+        for b, tokens in enumerate(batches):
+            scorer.score(run_from(model, cache, b, i), refs[b], tokens)
+
+    cases.update({i: (lambda i=i: scored(i)) for i in depths})
     best = {k: float("inf") for k in cases}
     for _ in range(repeats):  # round robin: a burst of load on the machine hits every case alike
         for k, fn in cases.items():
@@ -88,7 +96,8 @@ def _run(quick: bool) -> dict:
     step = _time(lambda: tc.step(x, x), 5)
     tc_s = step * n_layers * cfg.transcoder_epochs * TARGET_TOKENS / cfg.transcoder_batch  # every layer, all epochs
 
-    extra_passes = (cfg.transcoder_epochs - 1) * full * scale  # forwards that only train transcoders
+    extra_passes = (cfg.transcoder_epochs - 1) * full * scale  # forwards that only train transcoders (timed with
+    # their scoring, which they do not need: a slight overestimate)
     all_rungs = one_rung * n_rungs + fit_s + extra_passes + tc_s
     # the arithmetic floor: every pass replays blocks i.. and the head over every eval token
     from ffnlab.analysis.replay import blocks
@@ -97,8 +106,8 @@ def _run(quick: bool) -> dict:
     head = model.vocab_size * model.d_model
     pass_flops = [2 * (sum(block_params[i:]) + head) for i in range(n_layers)]  # per token, attention scores aside
     ladder_pflop = n_rungs * sum(pass_flops) * TARGET_TOKENS / 1e15
-    rows = [[f"full forward ({tokens} tokens)", full, 1.0]]
-    rows += [[f"replay from layer {i}", replay[i], replay[i] / full] for i in depths]
+    rows = [[f"full forward and score ({tokens} tokens)", full, 1.0]]
+    rows += [[f"replay and score from layer {i}", replay[i], replay[i] / full] for i in depths]
     rows.append(["cache the streams (one forward)", cache_s, cache_s / full])
     proj = [["one rung, all layers (16k eval tokens)", one_rung / 60, BUDGET_ONE_RUNG_S / 60],
             [f"full ladder: {n_rungs} rungs x {n_layers} layers + fit + transcoders", all_rungs / 60,
