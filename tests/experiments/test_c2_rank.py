@@ -53,6 +53,8 @@ def test_the_plain_statement_names_the_component():
     assert "the skip connection does not prevent collapse" in what_prevents(0.1, 0.2, 1e-3)
     assert "the FFN slows it" in what_prevents(0.1, 0.2, 1e-3)
     assert "the FFN prevents it" in what_prevents(0.1, 0.6, 1e-3)
+    floored = what_prevents(0.9, 1e-6, 1e-6, floored=True)
+    assert "both end below float precision" in floored and "does not slow" not in floored
 
 
 def test_full_deep_models_are_wider_than_the_size_says():

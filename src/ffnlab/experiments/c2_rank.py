@@ -86,19 +86,22 @@ def c2_verdict(without_ffn: Estimate, ffn_without_skip: Estimate) -> tuple[str, 
     return decide(CRITERION, without_ffn, requirements=[slows], partial=slows)
 
 
-def what_prevents(skip: float, ffn: float, pure: float) -> str:
+def what_prevents(skip: float, ffn: float, pure: float, floored: bool = False) -> str:
     """One plain sentence: which component keeps the last layer's tokens apart in these models, from
     the last-layer ratios of the models built without FFN (`skip`), without skip (`ffn`) and with
-    neither (`pure`), each relative to the full model's."""
+    neither (`pure`), each relative to the full model's; `floored`: the last two both end below float
+    precision, where the last layer cannot tell whether the FFN slows collapse."""
     kept = CRITERION.threshold  # keeping half the full model's ratio counts as not collapsed
     if pure >= kept:
         return (f"In these models attention without skip or FFN does not collapse at this depth (pure "
                 f"attention keeps {pure:.2g} of the full model's ratio), so neither component is needed to prevent "
                 f"it here; without FFN the model keeps {skip:.2g}, without skip {ffn:.2g}.")
+    ffn_part = ("the FFN does not keep it from collapsing without skips: attention+FFN and pure attention both "
+                "end below float precision, so the last layer cannot tell whether it slows collapse" if floored else
+                f"the FFN {'prevents' if ffn >= kept else 'slows' if ffn > 10 * pure else 'does not slow'} it without "
+                f"skips (attention+FFN keeps {ffn:.2g})")
     parts = [f"the skip connection {'prevents' if skip >= kept else 'does not prevent'} collapse (attention+skip "
-             f"keeps {skip:.2g} of the full model's ratio, pure attention {pure:.2g})",
-             f"the FFN {'prevents' if ffn >= kept else 'slows' if ffn > 10 * pure else 'does not slow'} it without "
-             f"skips (attention+FFN keeps {ffn:.2g})"]
+             f"keeps {skip:.2g} of the full model's ratio, pure attention {pure:.2g})", ffn_part]
     return "In these models " + "; ".join(parts) + "."
 
 
@@ -165,8 +168,18 @@ def rank_collapse_experiment(ctx: Context) -> Findings:
            estimate("mean over layers of ratio(resid_post) / ratio(resid_mid): what each trained FFN does to "
                     "diversity (1 = nothing)", [sum(a) / len(a) for a in across["trained"]])]
     verdict, reason = c2_verdict(est[0], est[1])
+
+    def both_floored(a: list, b: list) -> bool:  # every seed's pair below float precision: a ratio of 1 by the floor
+        return all(last(x, floor) == floor and last(y, floor) == floor for x, y in zip(a, b))
+
+    floored = [e.quantity for e, (a, b) in zip(est[1:6], [
+        (built["attn+ffn"], built["attn-only"]), (built["attn+skip"], built["attn-only"]),
+        (surg[("trained", "attn+skip")], surg[("trained", "full")]),
+        (surg[("trained", "attn+ffn")], surg[("trained", "attn-only")]),
+        (surg[("init", "attn+ffn")], surg[("init", "attn-only")])]) if both_floored(a, b)]
     plain = what_prevents(est[0].mean, *[estimate("", rel(built[v], built["full"])).mean
-                                          for v in ("attn+ffn", "attn-only")])
+                                          for v in ("attn+ffn", "attn-only")],
+                          floored=both_floored(built["attn+ffn"], built["attn-only"]))
     n_layers = cfgs["full"].n_layers
     at_init = what_prevents(*[estimate("", rel(surg[("init", v)], surg[("init", "full")])).mean
                               for v in ("attn+skip", "attn+ffn", "attn-only")])
@@ -223,7 +236,10 @@ def rank_collapse_experiment(ctx: Context) -> Findings:
         caveats=["Surgery removes parts of a model trained with them; the built-and-trained variants show what a "
                  "model trained without them does.",
                  "Pre-LN blocks: the norm before attention rescales each token, which changes the rate of "
-                 "collapse compared with Dong et al.'s norm-free analysis."],
+                 "collapse compared with Dong et al.'s norm-free analysis."]
+                + [f"'{q}': both models end below float precision on every seed, so its value is the floor's "
+                   "(no contrast), not a measured equality; the per-layer table shows where each collapses."
+                   for q in floored],
         config={"models": {v: c.to_dict() for v, c in cfgs.items()}, "train": train_config(ctx, 0).to_dict(),
                 "sequences": n_seq, "tokens": length},
         extra={"statements": statements},
