@@ -154,32 +154,29 @@ def rank_collapse_experiment(ctx: Context) -> Findings:
     def log_rel(a: list, b: list) -> list[float]:
         return [math.log10(r) for r in rel(a, b)]
 
-    est = [estimate(CRITERION.quantity, rel(built["attn+skip"], built["full"])),
-           estimate("log10 last-layer ratio, attention+FFN / pure attention, both built and trained without skips",
-                    log_rel(built["attn+ffn"], built["attn-only"])),
-           estimate("log10 last-layer ratio, attention+skip / pure attention, both built and trained without FFN",
-                    log_rel(built["attn+skip"], built["attn-only"])),
-           estimate("last-layer ratio, FFN removed by surgery (skip kept) / full model, trained",
-                    rel(surg[("trained", "attn+skip")], surg[("trained", "full")])),
-           estimate("log10 last-layer ratio, attention+FFN / pure attention, by surgery on the trained model",
-                    log_rel(surg[("trained", "attn+ffn")], surg[("trained", "attn-only")])),
-           estimate("log10 last-layer ratio, attention+FFN / pure attention, by surgery at initialisation",
-                    log_rel(surg[("init", "attn+ffn")], surg[("init", "attn-only")])),
-           estimate("mean over layers of ratio(resid_post) / ratio(resid_mid): what each trained FFN does to "
-                    "diversity (1 = nothing)", [sum(a) / len(a) for a in across["trained"]])]
+    contrasts = [  # (quantity, numerator, denominator, in log10), each paired over seeds at the last layer
+        (CRITERION.quantity, built["attn+skip"], built["full"], False),
+        ("log10 last-layer ratio, attention+FFN / pure attention, both built and trained without skips",
+         built["attn+ffn"], built["attn-only"], True),
+        ("log10 last-layer ratio, attention+skip / pure attention, both built and trained without FFN",
+         built["attn+skip"], built["attn-only"], True),
+        ("last-layer ratio, FFN removed by surgery (skip kept) / full model, trained",
+         surg[("trained", "attn+skip")], surg[("trained", "full")], False),
+        ("log10 last-layer ratio, attention+FFN / pure attention, by surgery on the trained model",
+         surg[("trained", "attn+ffn")], surg[("trained", "attn-only")], True),
+        ("log10 last-layer ratio, attention+FFN / pure attention, by surgery at initialisation",
+         surg[("init", "attn+ffn")], surg[("init", "attn-only")], True)]
+    est = [estimate(q, log_rel(a, b) if in_log else rel(a, b)) for q, a, b, in_log in contrasts]
+    est.append(estimate("mean over layers of ratio(resid_post) / ratio(resid_mid): what each trained FFN does to "
+                        "diversity (1 = nothing)", [sum(a) / len(a) for a in across["trained"]]))
     verdict, reason = c2_verdict(est[0], est[1])
 
     def both_floored(a: list, b: list) -> bool:  # every seed's pair below float precision: a ratio of 1 by the floor
         return all(last(x, floor) == floor and last(y, floor) == floor for x, y in zip(a, b))
 
-    floored = [e.quantity for e, (a, b) in zip(est[1:6], [
-        (built["attn+ffn"], built["attn-only"]), (built["attn+skip"], built["attn-only"]),
-        (surg[("trained", "attn+skip")], surg[("trained", "full")]),
-        (surg[("trained", "attn+ffn")], surg[("trained", "attn-only")]),
-        (surg[("init", "attn+ffn")], surg[("init", "attn-only")])]) if both_floored(a, b)]
+    floored = [q for q, a, b, _ in contrasts[1:] if both_floored(a, b)]
     plain = what_prevents(est[0].mean, *[estimate("", rel(built[v], built["full"])).mean
-                                          for v in ("attn+ffn", "attn-only")],
-                          floored=both_floored(built["attn+ffn"], built["attn-only"]))
+                                          for v in ("attn+ffn", "attn-only")], floored=est[1].quantity in floored)
     n_layers = cfgs["full"].n_layers
     at_init = what_prevents(*[estimate("", rel(surg[("init", v)], surg[("init", "full")])).mean
                               for v in ("attn+skip", "attn+ffn", "attn-only")])
