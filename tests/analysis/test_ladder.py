@@ -45,6 +45,35 @@ def test_affine_rung_recovers_an_exactly_linear_ffn_and_zero_ablation_does_not()
     assert r["affine"]["flops"] == pytest.approx(2 * 64 * 64 / (2 * 2 * 64 * 96))
 
 
+def with_massive_outputs(m: Transformer, layer: int = 1, scale: float = 3000.0) -> Transformer:
+    """Layer `layer`'s (linear) FFN also writes one fixed vector, `scale` x its usual output norm, at
+    position 0 of every window: the kind of massive output a few FFNs of real models write (Sun et al.
+    2024), and not a function of the FFN's input that an affine map can fit."""
+    spike = torch.randn(m.config.d_model, generator=torch.Generator().manual_seed(5))
+
+    def add(_module, _args, out):
+        out = out.clone()
+        out[:, 0] += scale * out[:, 1:].norm(dim=-1).median() * spike / spike.norm()
+        return out
+    m.blocks[layer].ffn.fc_out.register_forward_hook(add)
+    return m
+
+
+def test_robust_affine_rung_recovers_a_linear_ffn_with_massive_outputs_where_the_plain_fit_does_not():
+    r = rungs_of(run(with_massive_outputs(model_with("linear")), ["affine", "affine-robust"]))
+    assert r["zero"]["delta_loss"] > 0.05
+    assert r["affine-robust"]["recovered"] == pytest.approx(1.0, abs=1e-3) and r["affine-robust"]["kl"] < 1e-4
+    assert abs(r["affine"]["recovered"] - 1) > 0.1 and r["affine"]["kl"] > 100 * max(r["affine-robust"]["kl"], 1e-9)
+    assert r["affine"]["r2"] < 0.9 < r["affine-robust"]["r2"]
+    res = run(with_massive_outputs(model_with("linear")), ["affine-robust"])
+    share = next(x for x in res["layers"] if x["layer"] == 1)["neurons"]["massive_outputs"]
+    assert share == pytest.approx(1 / 24)  # position 0 of the 24-token fit windows, and nothing else
+    # without massive outputs nothing is kept from the FFN, and the robust fit is the plain one
+    plain = rungs_of(run(model_with("linear"), ["affine", "affine-robust"]))
+    assert plain["affine-robust"]["loss"] == pytest.approx(plain["affine"]["loss"], abs=1e-6)
+    assert plain["affine-robust"]["flops"] == pytest.approx(plain["affine"]["flops"])
+
+
 def test_rank_r_rung_recovers_a_rank_r_ffn_and_rank_r_minus_1_does_not():
     m = model_with("linear")
     with torch.no_grad():

@@ -54,3 +54,18 @@ def test_c3_section_points_to_the_ladder():
     assert 'href="#exp-pretrained-ladder"' in claim_section("C3", [], [], {"pretrained-ladder"})
     assert "pretrained-ladder</code> (not stored yet)" in claim_section("C3", [], [])
     assert "pretrained-ladder" not in claim_section("C4", [], [])
+
+
+def test_the_robust_affine_statement_names_the_layers_it_rescues_and_those_it_does_not():
+    def layer(i, affine, robust, massive):
+        return {"layer": i, "rungs": {"affine": {"recovered": affine}, "affine-robust": {"recovered": robust}},
+                "neurons": {"massive_outputs": massive, "active": 0.5, "dead": 0.0}}
+    res = {"rungs": ["zero", "affine", "affine-robust"],
+           "layers": [layer(0, 0.95, 0.96, 0.0), layer(1, -0.02, 1.01, 0.008), layer(2, 0.4, 0.5, 0.0)]}
+    robust = next(s["text"] for s in model_statements("m", res) if "massive" in s["text"])
+    assert "recovers >= 90% in 2 of 3 layers" in robust
+    assert "rescues layer 1 (1: -2% -> 101%, massive outputs 0.8% of tokens)" in robust
+    assert "matters (robust fit < 90%) in layer 2." in robust
+    res["layers"][1] = layer(1, 0.92, 0.93, 0.0)
+    robust = next(s["text"] for s in model_statements("m", res) if "massive" in s["text"])
+    assert "It rescues no layer. The nonlinearity matters (robust fit < 90%) in layer 2." in robust

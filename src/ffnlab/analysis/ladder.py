@@ -317,7 +317,7 @@ def ladder(model, fit_windows: Tensor, eval_windows: Tensor, cfg: LadderConfig =
             orig = store.read("orig.json")
         summary = summarise(records, orig, drops, last_n, [r.name for r in rungs], cfg, key)
         warnings = []
-        if fit_windows.numel() < 8 * d and any(r.family in ("affine", "rank", "moe") for r in rungs):
+        if fit_windows.numel() < 8 * d and any(r.family in ("affine", "affine-robust", "rank", "moe") for r in rungs):
             warnings.append(f"{fit_windows.numel()} fit tokens for a {d}-wide affine map (< 8 D): the linear fits "
                             "overfit the fit split and understate what a linear map can do")
         result = {"metric": Scorer(model).metric, "warnings": warnings, **summary}

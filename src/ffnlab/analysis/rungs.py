@@ -8,6 +8,10 @@ applies to one layer:
     resample                        the output on another evaluation window, same position
                                     (Chan et al. 2022's resampling ablation)
     affine                          the least-squares affine map from the FFN's input (ridge)
+    affine-robust                   the affine map fitted on ordinary tokens only, with the FFN kept
+                                    on tokens whose output is massive (norm >= MASSIVE x the median
+                                    on the first fit batch; Sun et al. 2024): squared error is then
+                                    not dominated by the ~1% of tokens a few FFNs write 10^3x larger
     rank-R                          the best rank-R affine map (reduced-rank regression)
     topk-P                          per token, only the P% neurons of largest |activation|
                                     (TEAL, Liu et al. 2024; Deja Vu, Liu et al. 2023)
@@ -37,9 +41,10 @@ from ffnlab.analysis.moments import Moments
 from ffnlab.analysis.transcoder import Transcoder
 from ffnlab.errors import FFNLabError
 
-FAMILIES = ("zero", "mean", "pos-mean", "resample", "affine", "rank", "topk", "prune-act", "prune-weight",
-            "prune-random", "moe", "transcoder", "drop-attn")
+FAMILIES = ("zero", "mean", "pos-mean", "resample", "affine", "affine-robust", "rank", "topk", "prune-act",
+            "prune-weight", "prune-random", "moe", "transcoder", "drop-attn")
 NEURON_FAMILIES = ("topk", "prune-act", "prune-weight", "prune-random", "moe")
+MASSIVE = 10.0  # an output is massive at >= 10x the median output norm (measured ones: ~10^3x; ordinary: < 3x)
 _PATTERN = re.compile(r"^(rank|topk|prune-act|prune-weight|prune-random)-(\d+(?:\.\d+)?)$|^moe-(\d+)x(\d+)$")
 
 
@@ -63,8 +68,8 @@ def parse_rung(name: str) -> Rung:
         return Rung(name, name)
     m = _PATTERN.match(name)
     if m is None:
-        raise FFNLabError(f"unknown rung {name!r}; accepted: zero, mean, pos-mean, resample, affine, rank-R, "
-                          "topk-P, prune-act-P, prune-weight-P, prune-random-P (P a percent), moe-ExK, "
+        raise FFNLabError(f"unknown rung {name!r}; accepted: zero, mean, pos-mean, resample, affine, affine-robust, "
+                          "rank-R, topk-P, prune-act-P, prune-weight-P, prune-random-P (P a percent), moe-ExK, "
                           "transcoder, drop-attn")
     if m.group(3):
         e, k = int(m.group(3)), int(m.group(4))
@@ -86,7 +91,7 @@ def default_rungs(d_model: int, d_ff: int) -> list[str]:
         ranks.append(r)
         r *= 2
     experts = 16 if d_ff % 16 == 0 and d_ff >= 64 else 4
-    return (["zero", "mean", "pos-mean", "resample", "affine"] + [f"rank-{r}" for r in ranks]
+    return (["zero", "mean", "pos-mean", "resample", "affine", "affine-robust"] + [f"rank-{r}" for r in ranks]
             + [f"topk-{p}" for p in (50, 25, 10, 5)]
             + [f"prune-{how}-{p}" for how in ("act", "weight", "random") for p in (25, 50)]
             + [f"moe-{experts}x{max(1, experts // 8)}", f"moe-{experts}x{max(1, experts // 4)}", "transcoder",
@@ -104,6 +109,8 @@ class LayerFit:
     """
 
     moments: Moments  # of (x, y)
+    ordinary: Moments  # of (x, y) over the tokens whose output norm is below `massive_bar`
+    massive_bar: Tensor  # () MASSIVE x the median output norm on the first batch
     pos_sum: Tensor  # (T, D) sum of y at each position
     pos_n: Tensor  # (T,)
     abs_sum: Tensor  # (F,) sum of |post|
@@ -117,17 +124,22 @@ class LayerFit:
     @classmethod
     def zeros(cls, d_model: int, d_ff: int, seq_len: int, moe: bool) -> LayerFit:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
-        return cls(Moments.zeros(d_model, d_model), z(seq_len, d_model), z(seq_len), z(d_ff), z(d_ff), z(d_ff),
-                   z(d_ff), torch.tensor(float("nan"), dtype=torch.float64), z(d_model, d_ff) if moe else None,
+        nan = lambda: torch.tensor(float("nan"), dtype=torch.float64)  # noqa: E731
+        return cls(Moments.zeros(d_model, d_model), Moments.zeros(d_model, d_model), nan(), z(seq_len, d_model),
+                   z(seq_len), z(d_ff), z(d_ff), z(d_ff), z(d_ff), nan(), z(d_model, d_ff) if moe else None,
                    z(d_ff, d_ff) if moe else None)
 
     @torch.no_grad()
     def add(self, x: Tensor, pre: Tensor, post: Tensor, y: Tensor) -> None:
         x64, y64 = x.double(), y.double()
         a = post.double().abs()
+        norm = y64.norm(dim=-1)
         if torch.isnan(self.eps):
             self.eps = 0.01 * a.square().mean().sqrt()
+            self.massive_bar = MASSIVE * norm.median()
         self.moments.add(x64, y64)
+        ordinary = norm < self.massive_bar
+        self.ordinary.add(x64[ordinary], y64[ordinary])
         t = x.shape[1]
         self.pos_sum[:t] += y64.sum(0)
         self.pos_n[:t] += x.shape[0]
@@ -145,8 +157,9 @@ class LayerFit:
             self.coact += (on32.T @ on32).double()
 
     def merge(self, other: LayerFit) -> LayerFit:
-        """Add another shard's statistics (exact: sums and maxima; eps is this shard's)."""
+        """Add another shard's statistics (exact: sums and maxima; eps and the massive bar are this shard's)."""
         self.moments.merge(other.moments)
+        self.ordinary.merge(other.ordinary)
         for k in ("pos_sum", "pos_n", "abs_sum", "above", "gate_open"):
             getattr(self, k).add_(getattr(other, k))
         self.max_abs = torch.maximum(self.max_abs, other.max_abs)
@@ -162,7 +175,8 @@ class LayerFit:
         return int(self.moments.n.item())
 
     def state_dict(self) -> dict[str, Tensor]:
-        out = self.moments.state_dict("moments.")
+        out = {**self.moments.state_dict("moments."), **self.ordinary.state_dict("ordinary."),
+               "massive_bar": self.massive_bar}
         for k in ("pos_sum", "pos_n", "abs_sum", "max_abs", "above", "gate_open", "eps", "x_abs", "coact"):
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
@@ -171,15 +185,22 @@ class LayerFit:
     @classmethod
     def from_state(cls, s: dict[str, Tensor]) -> LayerFit:
         keys = ("pos_sum", "pos_n", "abs_sum", "max_abs", "above", "gate_open", "eps")
-        return cls(Moments.from_state(s, "moments."), *(s[k] for k in keys), s.get("x_abs"), s.get("coact"))
+        return cls(Moments.from_state(s, "moments."), Moments.from_state(s, "ordinary."), s["massive_bar"],
+                   *(s[k] for k in keys), s.get("x_abs"), s.get("coact"))
 
     # -- per-layer descriptions (not rungs) ------------------------------------------------
     def neuron_summary(self) -> dict[str, float]:
-        """Dead neurons (never above eps), the share of activations above eps, open gates."""
+        """Dead neurons (never above eps), the share of activations above eps, open gates, massive outputs."""
         n = max(self.n, 1)
         cells = n * len(self.above)
         return {"dead": float((self.above == 0).double().mean()), "active": float(self.above.sum() / cells),
-                "gate_open": float(self.gate_open.sum() / cells), "eps": float(self.eps), "tokens": self.n}
+                "gate_open": float(self.gate_open.sum() / cells), "eps": float(self.eps), "tokens": self.n,
+                "massive_outputs": self.massive_share}
+
+    @property
+    def massive_share(self) -> float:
+        """The share of fit tokens whose FFN output is massive (norm >= `massive_bar`)."""
+        return 1 - float(self.ordinary.n) / max(self.n, 1)
 
 
 # -- fitted edits ------------------------------------------------------------------------------
@@ -302,6 +323,14 @@ def fit_edit(rung: Rung, fit: LayerFit | None, ffn: dict[str, Tensor], transcode
         w, b = w.float(), b.float()
         cost = (2 * d * d, d * d + d) if f == "affine" else (4 * d * rung.value, 2 * d * rung.value + d)
         return Edit(rung, lambda x, out: (x.float() @ w.to(x.device) + b.to(x.device)).to(out.dtype), *cost)
+    if f == "affine-robust":
+        w, b = (t.float() for t in fit.ordinary.affine(ridge))
+        bar, share = float(fit.massive_bar), fit.massive_share
+
+        def robust(x: Tensor, out: Tensor) -> Tensor:
+            new = (x.float() @ w.to(x.device) + b.to(x.device)).to(out.dtype)
+            return torch.where(out.float().norm(dim=-1, keepdim=True) >= bar, out, new)
+        return Edit(rung, robust, 2 * d * d + share * ffn_flops, d * d + d + ffn_params)
     if f == "topk":
         return Edit(rung, _topk_edit(rung.value), ffn_flops * rung.value / 100, ffn_params)
     if f.startswith("prune-"):
