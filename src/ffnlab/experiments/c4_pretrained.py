@@ -146,7 +146,7 @@ class PretrainedC4:
                 "relative change of FFN l's output against a random earlier component's change (embedding, attention "
                 "or FFN below l) rescaled per position to the same norm, and a random direction of that norm. Ablation:"
                 f" mean next-token loss on {self.windows} windows of {self.length} tokens with the FFN or attention of "
-                "one layer zeroed, set to its global or per-position mean over {self.windows} reference windows, "
+                f"one layer zeroed, set to its global or per-position mean over {self.windows} reference windows, "
                 "resampled, or pushed by a random direction of its own norm. MiniLM (no head): the same path "
                 f"patching on {self.sentences} passages of 32 tokens; the same ablations of FFN and attention (every "
                 "layer) scored by the Pearson r of the pairwise cosine similarities of mean-pooled embeddings, clean "
