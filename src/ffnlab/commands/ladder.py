@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an ffnlab run/checkpoint directory, or a pretrained name or path (e.g. smollm2)")
     p.add_argument("--layers", help="layers to replace: all (default), or e.g. 0,5,10-12")
     p.add_argument("--rungs", nargs="+", metavar="RUNG",
-                   help="rungs (default: the full ladder): zero mean pos-mean resample affine rank-R topk-P "
-                        "prune-act-P prune-weight-P prune-random-P moe-ExK transcoder drop-attn")
+                   help="rungs (default: the full ladder): zero mean pos-mean resample affine affine-robust rank-R "
+                        "topk-P prune-act-P prune-weight-P prune-random-P moe-ExK transcoder drop-attn")
     p.add_argument("--fit-tokens", type=int, default=16_384, help="tokens the rungs are fitted on (default 16384)")
     p.add_argument("--eval-tokens", type=int, default=16_384, help="held-out tokens they are scored on (default 16384)")
     p.add_argument("--seq-len", type=int, help="window length (default 128, or the model's positions if fewer)")
