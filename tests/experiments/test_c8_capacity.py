@@ -155,11 +155,12 @@ def test_memorisation_at_test_size(run_test_size):
     cap = CAPACITY["test"]
     points = r.tables[1].rows
     assert {row[0] for row in points} == set(MODELS)
-    for model, _, n, lr, acc, bits, _ in points:
+    for model, _, n, lr, tried, acc, bits, _ in points:
         assert 0 <= acc <= 1 and bits == pytest.approx(fact_bits(n, acc, cap.n_attributes))
         assert n in cap.grid and lr in cap.lrs  # the test size adds no points (extend 0)
+        assert tried == ", ".join(f"{x:g}" for x in cap.lrs)  # no retry rates at the test size
     for row in r.tables[0].rows:
-        best = max(b for m, _, _, _, _, b, _ in points if m == row[0])
+        best = max(b for m, _, _, _, _, _, b, _ in points if m == row[0])
         assert row[5] == pytest.approx(best) and row[6] == pytest.approx(best / row[3])
     assert base_verdict(r.verdict) in ("supported", "partly supported", "not supported", INCONCLUSIVE)
     from ffnlab.store import Store
@@ -169,3 +170,40 @@ def test_memorisation_at_test_size(run_test_size):
     assert len(Store(run_test_size.results).runs(kind="train")) == trained  # tracing reuses the capacity runs
     if t.config["known"][0]:
         assert all(-1.0 <= row[2] / 100 <= 1.0 for row in t.tables[0].rows)
+
+
+def test_a_point_whose_known_facts_collapse_is_retried_at_other_rates_and_only_that_point(monkeypatch):
+    import dataclasses
+    import types
+
+    from ffnlab.experiments import c8_memorisation as c8
+
+    # scripted accuracies by (N, lr): the 4096-fact set is not learned at 1e-2 but is at 3e-3
+    acc = {(512, 1e-2): 1.0, (1024, 1e-2): 0.9, (2048, 1e-2): 0.6, (4096, 1e-2): 0.05, (4096, 3e-3): 0.32,
+           (4096, 3e-2): 0.2}
+    trained = []
+
+    def fake_fit(ctx, cap, cfg, name, n, seed, lr):
+        trained.append((n, lr))
+        return types.SimpleNamespace(model=(n, lr))
+
+    def fake_answers(model, task):
+        n = task.n_facts
+        k = round(acc[model] * n)
+        return torch.arange(n) < k, torch.full((n,), 1.0)
+
+    monkeypatch.setattr(c8, "fit_facts", fake_fit)
+    monkeypatch.setattr(c8, "answers", fake_answers)
+    cap = dataclasses.replace(CAPACITY["quick"], grid=(512, 1024, 2048), extend=1, lrs=(1e-2,),
+                              retry_lrs=(3e-3, 3e-2))
+    points = c8.sweep(None, cap, None, MODELS[0], 0)
+    assert [p["n"] for p in points] == [512, 1024, 2048, 4096]  # 2048 stores the most bits: 4096 is added
+    assert trained == [(512, 1e-2), (1024, 1e-2), (2048, 1e-2), (4096, 1e-2), (4096, 3e-3), (4096, 3e-2)]
+    last = points[-1]
+    assert last["lr"] == 3e-3 and last["tried"] == [1e-2, 3e-3, 3e-2] and last["accuracy"] == pytest.approx(0.32, abs=1e-3)
+    assert all(p["tried"] == [1e-2] for p in points[:3])  # 1024 knows more than 75% of 512's facts: no retry
+    # 0.32 of 4096 is more facts than 0.6 of 2048 beyond chance: the retried sweep is full there
+    assert plateaued([(p["n"], p["accuracy"]) for p in points], cap.n_attributes, c8.KEEP)
+    trained.clear()
+    c8.sweep(None, dataclasses.replace(cap, retry_lrs=()), None, MODELS[0], 0)
+    assert (4096, 3e-3) not in trained  # without retry rates, the collapse stands

@@ -18,6 +18,7 @@ import torch
 from ffnlab.analysis.tracing import FactPrompt, embedding_std, known_facts, trace
 from ffnlab.experiments.capacity import (answers, capacity, embedding_params, fact_bits, in_band,
                                          loss_bits, match_width_by, non_embedding_params, plateaued)
+from ffnlab.experiments.capacity import known_facts as facts_known
 from ffnlab.experiments.capacity_task import IS, CapacityFacts
 from ffnlab.experiments.common import Fitted, few_threads, fit, progress_bar, size_name
 from ffnlab.experiments.registry import Context, Findings, experiment
@@ -26,6 +27,7 @@ from ffnlab.model import FFNConfig, ModelConfig, count_params
 from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Deviation, Line, Series, Table
 from ffnlab.train import TrainConfig
 
+KEEP = 0.75  # a model is full at N when it still knows >= 75% as many facts at 2N (`capacity.plateaued`)
 BAND = (0.2, 0.8)  # accuracy between these: the model is full (fewer facts fit entirely, more overflow it)
 RATIO = 1.25  # "facts live in the FFN": the FFN stores at least 25% more bits per parameter than attention
 
@@ -46,6 +48,7 @@ class Capacity:
     batch_size: int
     seq_len: int
     lrs: tuple[float, ...]  # every point is trained at each; the one that stores the most bits counts
+    retry_lrs: tuple[float, ...] = ()  # also tried where the known facts collapsed from N/2's (`collapsed`)
 
 
 CAPACITY = {
@@ -104,21 +107,35 @@ def fit_facts(ctx: Context, cap: Capacity, cfg: ModelConfig, name: str, n_facts:
                f"c8 capacity {name} N{n_facts} lr{lr:g} s{seed}", sweep=False)
 
 
+def collapsed(point: dict, half: dict, n_attributes: int) -> bool:
+    """Whether a point knows fewer than `KEEP` as many facts (beyond chance) as the point of half its N:
+    what `capacity.plateaued` reads as the larger set not learned, so it is worth other learning rates."""
+    return (facts_known(point["n"], point["accuracy"], n_attributes)
+            < KEEP * facts_known(half["n"], half["accuracy"], n_attributes))
+
+
 def sweep(ctx: Context, cap: Capacity, cfg: ModelConfig, name: str, seed: int) -> list[dict]:
     """The grid, then up to `cap.extend` more points: a doubling above it while the largest N is above the
     band or stores the most bits (the model is not full yet), else a halving below it while the smallest N
-    is under the band. [{n, accuracy, loss, bits}] by N."""
+    is under the band. Each point is trained at every rate of `cap.lrs`, and at `cap.retry_lrs` too where
+    it `collapsed` from N/2's; the rate storing the most bits counts. [{n, accuracy, loss, bits, lr, tried}]
+    by N."""
     points: dict[int, dict] = {}
+
+    def train(n: int, lr: float) -> dict:
+        correct, loss = answers(fit_facts(ctx, cap, cfg, name, n, seed, lr).model, task_for(cap, n))
+        acc = float(correct.float().mean())
+        return {"n": n, "accuracy": acc, "loss": float(loss.mean()), "lr": lr,
+                "bits": fact_bits(n, acc, cap.n_attributes)}
 
     def at(n: int) -> dict:
         if n not in points:
-            tries = []
-            for lr in cap.lrs:
-                correct, loss = answers(fit_facts(ctx, cap, cfg, name, n, seed, lr).model, task_for(cap, n))
-                acc = float(correct.float().mean())
-                tries.append({"n": n, "accuracy": acc, "loss": float(loss.mean()), "lr": lr,
-                              "bits": fact_bits(n, acc, cap.n_attributes)})
-            points[n] = max(tries, key=lambda p: (p["bits"], -p["loss"]))
+            tries = [train(n, lr) for lr in cap.lrs]
+            best = max(tries, key=lambda p: (p["bits"], -p["loss"]))
+            half = points.get(n // 2) if n % 2 == 0 else None
+            if cap.retry_lrs and half is not None and collapsed(best, half, cap.n_attributes):
+                tries += [train(n, lr) for lr in cap.retry_lrs if lr not in cap.lrs]
+            points[n] = {**max(tries, key=lambda p: (p["bits"], -p["loss"])), "tried": [p["lr"] for p in tries]}
         return points[n]
 
     for n in cap.grid:
@@ -184,7 +201,8 @@ def memorisation(ctx: Context) -> Findings:
     per_param = {k: [b / inner[k] for b, _ in best[k]] for k in cfgs}
     per_total = {k: [b / params[k] for b, _ in best[k]] for k in cfgs}
     band = {k: [in_band([(p["n"], p["accuracy"]) for p in c], *BAND) for c in curves[k]] for k in cfgs}
-    full = {k: [plateaued([(p["n"], p["accuracy"]) for p in c], cap.n_attributes) for c in curves[k]] for k in cfgs}
+    full = {k: [plateaued([(p["n"], p["accuracy"]) for p in c], cap.n_attributes, KEEP) for c in curves[k]]
+            for k in cfgs}
     # a model that stored nothing counts as one bit, so that a ratio stays finite
     ratio = [a / max(b, 1 / inner[MODELS[2]]) for a, b in zip(per_param[MODELS[0]], per_param[MODELS[2]])]
     verdict, reason, est = capacity_verdict(ratio, all(all(v) for v in band.values()),
@@ -196,7 +214,8 @@ def memorisation(ctx: Context) -> Findings:
              estimate("", [b for b, _ in best[k]]).mean, estimate("", per_param[k]).mean,
              estimate("", per_total[k]).mean, f"{sum(band[k])}/{len(band[k])}", f"{sum(full[k])}/{len(full[k])}"]
             for k in cfgs]
-    sweep_rows = [[k, seed, p["n"], p["lr"], p["accuracy"], p["bits"], loss_bits(p["n"], p["loss"], cap.n_attributes)]
+    sweep_rows = [[k, seed, p["n"], p["lr"], ", ".join(f"{lr:g}" for lr in p.get("tried", [p["lr"]])), p["accuracy"],
+                   p["bits"], loss_bits(p["n"], p["loss"], cap.n_attributes)]
                   for k in cfgs for seed, c in zip(ctx.seeds, curves[k]) for p in c]
     return Findings(
         method=capacity_method(cap, cfgs),
@@ -207,8 +226,8 @@ def memorisation(ctx: Context) -> Findings:
                       note=f"capacity = the most bits over the sweep of N (mean over seeds); band: "
                            f"{BAND[0]:.0%}-{BAND[1]:.0%} accuracy; plateaued: the peak's N is followed by 2N where the "
                            f"model knows >= 75% as many facts beyond chance; chance 1/{cap.n_attributes}"),
-                Table("Sweep points", ["model", "seed", "facts N", "lr", "accuracy", "bits (accuracy, Fano)",
-                                       "bits (loss, Allen-Zhu & Li)"], sweep_rows)],
+                Table("Sweep points", ["model", "seed", "facts N", "lr", "lrs tried", "accuracy",
+                                       "bits (accuracy, Fano)", "bits (loss, Allen-Zhu & Li)"], sweep_rows)],
         series=[Series("Bits stored vs number of facts", "facts N", "bits stored",
                        [Line(k, [p["n"] for p in curves[k][0]], [p["bits"] for p in curves[k][0]]) for k in cfgs],
                        log_x=True, note=f"seed {ctx.seeds[0]}; a full model's curve flattens at its capacity"),
@@ -225,7 +244,9 @@ def memorisation(ctx: Context) -> Findings:
                  "1000x larger and their count of bits is from the loss; both counts are in the sweep table): "
                  "compare the ratio with/without FFN, not the absolute level.",
                  f"Each point counts the best of {len(cap.lrs)} learning rate(s) "
-                 f"({', '.join(f'{lr:g}' for lr in cap.lrs)}): a rate that suits one model may not suit the other.",
+                 f"({', '.join(f'{lr:g}' for lr in cap.lrs)})"
+                 + (f", and of {', '.join(f'{lr:g}' for lr in cap.retry_lrs)} where it collapsed" if cap.retry_lrs
+                    else "") + ": a rate that suits one model may not suit the other.",
                  "Matching parameters makes the models without FFN wider (a wider residual stream and attention), so "
                  "the comparison is FFN parameters against attention and width at equal count, not FFN against "
                  "nothing.",
@@ -242,7 +263,11 @@ def capacity_method(cap: Capacity, cfgs: dict[str, ModelConfig]) -> str:
             f"'e1 e2 IS a': entities of {cap.entity_tokens} tokens from an alphabet of {cap.alphabet}, attributes "
             f"uniform over {cap.n_attributes} tokens, every fact seen exactly {cap.exposures} times (epochs of fresh "
             f"permutations; batches of {cap.batch_size}x{cap.seq_len} tokens, warmup and cosine decay; each point "
-            f"trained at lr {', '.join(f'{lr:g}' for lr in cap.lrs)}, the one storing the most bits counted). N sweeps "
+            f"trained at lr {', '.join(f'{lr:g}' for lr in cap.lrs)}"
+            + (f", and also at {', '.join(f'{lr:g}' for lr in cap.retry_lrs)} where it knows fewer than {KEEP:.0%} as "
+               "many facts beyond chance as the point of half its N (an optimisation failure is not capacity)"
+               if cap.retry_lrs else "")
+            + f", the one storing the most bits counted). N sweeps "
             f"{', '.join(map(str, cap.grid))}, with up to {cap.extend} point(s) added: a doubling "
             f"while accuracy is above {BAND[1]:.0%} or the largest N stores the most bits, else a halving while no "
             f"point lies in {BAND[0]:.0%}-{BAND[1]:.0%}. Bits from the accuracy on all N facts "
