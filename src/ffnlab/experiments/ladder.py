@@ -289,6 +289,11 @@ def pretrained_ladder(ctx: Context) -> Findings:
                            "nonlinearity on this text; C6 reading: the cheapest rung that keeps >= 90% is how far "
                            "the layer compresses without retraining.",
                            "top-k FLOPs assume the kept neurons are known before they are computed (no predictor "
-                           "cost), as in Deja Vu's upper bound."],
+                           "cost), as in Deja Vu's upper bound.",
+                           "The reduced-rank maps are fitted on every token, as the plain affine map: where a layer "
+                           "writes massive outputs, their failure says as little about compressibility as the plain "
+                           "affine fit's says about linearity (compare 'affine' with 'affine-robust' there). The "
+                           "robust fit flags a massive output by the FFN's own output norm, so it needs the FFN on "
+                           "every token to decide (an oracle; its FLOPs count the FFN only on the flagged tokens)."],
         config=config, extra={"statements": statements},
     )
