@@ -121,6 +121,9 @@ def test_each_verdict_of_the_capacity_criterion_is_reachable():
     assert capacity_verdict([1.6, 1.7, 1.65], True, True)[0] == "supported"
     assert capacity_verdict([1.6, 1.7, 1.65], False, True)[0] == "partly supported"  # the sweeps missed the band
     assert capacity_verdict([1.6, 1.7, 1.65], True, False)[0] == INCONCLUSIVE  # a sweep did not plateau
+    reason = capacity_verdict([1.6, 1.7, 1.65], True, False, ["without FFN seed 2"], (3e-3, 3e-2))[1]
+    assert "plateaued (" in reason and ": without FFN seed 2 (their collapsed points were also trained at lr " \
+        "0.003, 0.03)" in reason and "would decide it. Read as if measured: supported" in reason
     assert capacity_verdict([1.0, 2.2, 1.3], True, True)[0] == "partly supported"  # mean clears, interval does not
     assert capacity_verdict([1.12, 1.15, 1.1], True, True)[0] == "partly supported"  # above 1, below the threshold
     assert capacity_verdict([0.9, 1.05, 1.0], True, True)[0] == "not supported"  # as Allen-Zhu & Li: no difference

@@ -11,6 +11,7 @@ compares bits per non-embedding parameter with and without FFN, paired by seed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -157,7 +158,8 @@ def sweep(ctx: Context, cap: Capacity, cfg: ModelConfig, name: str, seed: int) -
     return [points[n] for n in sorted(points)]
 
 
-def capacity_verdict(ratios: list[float], band_reached: bool, full: bool) -> tuple[str, str, list]:
+def capacity_verdict(ratios: list[float], band_reached: bool, full: bool, not_full: Sequence[str] = (),
+                     retry_lrs: Sequence[float] = ()) -> tuple[str, str, list]:
     """(verdict, reason, [estimate]) from per-seed capacity ratios (with / without FFN), whether every sweep
     reached the band, and whether every sweep plateaued (each model full, see `capacity.plateaued`):
     a sweep that did not makes the verdict inconclusive, as an under-trained model does elsewhere."""
@@ -167,9 +169,14 @@ def capacity_verdict(ratios: list[float], band_reached: bool, full: bool) -> tup
         partial=(est.ci_low > 1.0, f"the interval lies above 1 (the FFN stores more per parameter, "
                                    f"but less than {RATIO}x)"))
     if not full:
+        which = f": {'; '.join(not_full)}" if not_full else ""
+        tried = (f" (their collapsed points were also trained at lr {', '.join(f'{lr:g}' for lr in retry_lrs)})"
+                 if retry_lrs and not_full else "")
         return INCONCLUSIVE, ("not every sweep plateaued (the N storing the most bits must be followed by 2N where "
-                              "the model knows >= 75% as many facts beyond chance), so the peaks measure what the "
-                              f"budget taught, not capacity. Read as if measured: {verdict}, because {reason}"), [est]
+                              f"the model knows >= 75% as many facts beyond chance){which}{tried}, so the peaks "
+                              "measure what the budget taught, not capacity; more exposures per fact (`exposures` "
+                              "in ffnlab.experiments.c8_memorisation.CAPACITY) would decide it. Read as if "
+                              f"measured: {verdict}, because {reason}"), [est]
     return verdict, reason, [est]
 
 
@@ -216,8 +223,9 @@ def memorisation(ctx: Context) -> Findings:
             for k in cfgs}
     # a model that stored nothing counts as one bit, so that a ratio stays finite
     ratio = [a / max(b, 1 / inner[MODELS[2]]) for a, b in zip(per_param[MODELS[0]], per_param[MODELS[2]])]
-    verdict, reason, est = capacity_verdict(ratio, all(all(v) for v in band.values()),
-                                            all(all(v) for v in full.values()))
+    not_full = [f"{k} seed {seed}" for k in cfgs for seed, ok in zip(ctx.seeds, full[k]) if not ok]
+    verdict, reason, est = capacity_verdict(ratio, all(all(v) for v in band.values()), not not_full, not_full,
+                                            cap.retry_lrs)
     ratio_total = [a / max(b, 1 / params[MODELS[1]]) for a, b in zip(per_total[MODELS[0]], per_total[MODELS[1]])]
     est += [estimate("capacity with FFN / without FFN, bits per parameter (matched total parameters)", ratio_total),
             *[estimate(f"bits per non-embedding parameter, {k}", per_param[k], "bits") for k in cfgs]]
