@@ -64,7 +64,7 @@ def test_robust_affine_rung_recovers_a_linear_ffn_with_massive_outputs_where_the
     assert r["zero"]["delta_loss"] > 0.05
     assert r["affine-robust"]["recovered"] == pytest.approx(1.0, abs=1e-3) and r["affine-robust"]["kl"] < 1e-4
     assert abs(r["affine"]["recovered"] - 1) > 0.1 and r["affine"]["kl"] > 100 * max(r["affine-robust"]["kl"], 1e-9)
-    assert r["affine"]["r2"] < 0.9 < r["affine-robust"]["r2"]
+    assert r["affine"]["r2"] < 0.9  # (the robust rung's R² counts the kept outputs, so it says nothing here)
     res = run(with_massive_outputs(model_with("linear")), ["affine-robust"])
     share = next(x for x in res["layers"] if x["layer"] == 1)["neurons"]["massive_outputs"]
     assert share == pytest.approx(1 / 24)  # position 0 of the 24-token fit windows, and nothing else

@@ -121,9 +121,24 @@ def test_each_verdict_of_the_capacity_criterion_is_reachable():
     assert capacity_verdict([1.6, 1.7, 1.65], True, True)[0] == "supported"
     assert capacity_verdict([1.6, 1.7, 1.65], False, True)[0] == "partly supported"  # the sweeps missed the band
     assert capacity_verdict([1.6, 1.7, 1.65], True, False)[0] == INCONCLUSIVE  # a sweep did not plateau
-    reason = capacity_verdict([1.6, 1.7, 1.65], True, False, ["without FFN seed 2"], (3e-3, 3e-2))[1]
-    assert "plateaued (" in reason and ": without FFN seed 2 (their collapsed points were also trained at lr " \
-        "0.003, 0.03)" in reason and "would decide it. Read as if measured: supported" in reason
+    reason = capacity_verdict([1.6, 1.7, 1.65], True, False, ["without FFN seed 2 (...)"], "X would decide it")[1]
+    assert "chance): without FFN seed 2 (...), so the peaks" in reason
+    assert "not capacity; X would decide it. Read as if measured: supported" in reason
+
+
+def test_a_sweep_that_did_not_plateau_says_why_and_what_would_decide_it():
+    from ffnlab.experiments.c8_memorisation import why_not_full
+
+    def pt(n, acc, tried=(1e-2,)):
+        return {"n": n, "accuracy": acc, "bits": fact_bits(n, acc, 32), "lr": tried[-1], "tried": list(tried)}
+    rising = [pt(512, 1.0), pt(1024, 1.0), pt(2048, 0.9)]  # most bits at the largest N: maybe not full yet
+    text, decide = why_not_full("m seed 0", rising, 32)
+    assert text == "m seed 0 (most bits at its largest N, 2048)" and "larger N" in decide
+    fell = [pt(1024, 1.0), pt(2048, 0.9), pt(4096, 0.2, (1e-2, 3e-3, 3e-2))]  # known facts fell after the peak
+    text, decide = why_not_full("m seed 1", fell, 32)
+    share = known_facts(4096, 0.2, 32) / known_facts(2048, 0.9, 32)
+    assert text == f"m seed 1 (knows {share:.0%} as many facts at N=4096 as at 2048, at the best of lr 0.01, " \
+                   "0.003, 0.03)" and "more exposures" in decide
     assert capacity_verdict([1.0, 2.2, 1.3], True, True)[0] == "partly supported"  # mean clears, interval does not
     assert capacity_verdict([1.12, 1.15, 1.1], True, True)[0] == "partly supported"  # above 1, below the threshold
     assert capacity_verdict([0.9, 1.05, 1.0], True, True)[0] == "not supported"  # as Allen-Zhu & Li: no difference
@@ -203,10 +218,18 @@ def test_a_point_whose_known_facts_collapse_is_retried_at_other_rates_and_only_t
     assert [p["n"] for p in points] == [512, 1024, 2048, 4096]  # 2048 stores the most bits: 4096 is added
     assert trained == [(512, 1e-2), (1024, 1e-2), (2048, 1e-2), (4096, 1e-2), (4096, 3e-3), (4096, 3e-2)]
     last = points[-1]
-    assert last["lr"] == 3e-3 and last["tried"] == [1e-2, 3e-3, 3e-2] and last["accuracy"] == pytest.approx(0.32, abs=1e-3)
+    assert last["lr"] == 3e-3 and last["tried"] == [1e-2, 3e-3, 3e-2]
+    assert last["accuracy"] == pytest.approx(0.32, abs=1e-3)
     assert all(p["tried"] == [1e-2] for p in points[:3])  # 1024 knows more than 75% of 512's facts: no retry
     # 0.32 of 4096 is more facts than 0.6 of 2048 beyond chance: the retried sweep is full there
     assert plateaued([(p["n"], p["accuracy"]) for p in points], cap.n_attributes, c8.KEEP)
     trained.clear()
     c8.sweep(None, dataclasses.replace(cap, retry_lrs=()), None, MODELS[0], 0)
     assert (4096, 3e-3) not in trained  # without retry rates, the collapse stands
+    # a halving adds 256 below the grid: 512 (under the band, fewer facts than 256 knows) is retried then
+    acc.update({(256, 1e-2): 0.9, (512, 1e-2): 0.1, (512, 3e-3): 0.95, (512, 3e-2): 0.1, (1024, 1e-2): 0.06,
+                (2048, 1e-2): 0.045})  # no grid point collapsed from the one below it
+    trained.clear()
+    points = c8.sweep(None, dataclasses.replace(cap, extend=1), None, MODELS[0], 0)
+    assert trained[-3:] == [(256, 1e-2), (512, 3e-3), (512, 3e-2)] and [p["n"] for p in points][0] == 256
+    assert points[1]["lr"] == 3e-3 and points[1]["tried"] == [1e-2, 3e-3, 3e-2]

@@ -65,7 +65,14 @@ def test_the_robust_affine_statement_names_the_layers_it_rescues_and_those_it_do
     robust = next(s["text"] for s in model_statements("m", res) if "massive" in s["text"])
     assert "recovers >= 90% in 2 of 3 layers" in robust
     assert "rescues layer 1 (1: -2% -> 101%, massive outputs 0.8% of tokens)" in robust
-    assert "matters (robust fit < 90%) in layer 2." in robust
+    assert "On ordinary tokens the nonlinearity matters (robust fit < 90%) in layer 2." in robust
     res["layers"][1] = layer(1, 0.92, 0.93, 0.0)
     robust = next(s["text"] for s in model_statements("m", res) if "massive" in s["text"])
-    assert "It rescues no layer. The nonlinearity matters (robust fit < 90%) in layer 2." in robust
+    assert "It rescues no layer. On ordinary tokens the nonlinearity matters (robust fit < 90%) in layer 2." in robust
+
+
+def test_the_oracle_rung_is_left_out_of_the_cheapest_rung_and_the_frontier():
+    rungs = {"affine-robust": {"flops": 0.13, "recovered": 1.0}, "affine": {"flops": 0.125, "recovered": 0.2},
+             "topk-25": {"flops": 0.25, "recovered": 0.95}}
+    assert cheapest(rungs, 0.9) == ("topk-25", 0.25)
+    assert [p[2] for p in _frontier(rungs)] == ["affine", "topk-25"]

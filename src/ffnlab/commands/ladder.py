@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 
 from ffnlab.commands._options import add_device_option
 from ffnlab.errors import FFNLabError
@@ -105,8 +106,10 @@ def print_ladder(name: str, res: dict) -> None:
         cells = [_pct(r.get(x, {}).get("recovered")) for x in rungs]
         print(f"{layer['layer']:>5} {r['zero']['delta_loss']:>10.4f} {_num(attn):>11} "
               + " ".join(f"{c:>{width}}" for c in cells))
-    flops = {x: next((lay["rungs"][x]["flops"] for lay in res["layers"] if x in lay["rungs"]), None) for x in rungs}
-    print(f"{'FLOPs vs FFN':>29} " + " ".join(f"{_pct(flops[x]):>{width}}" for x in rungs))
+    flops = {x: statistics.median(f) if (f := [lay["rungs"][x]["flops"] for lay in res["layers"]
+                                                if lay["rungs"].get(x, {}).get("flops") is not None]) else None
+             for x in rungs}
+    print(f"{'FLOPs vs FFN (median)':>29} " + " ".join(f"{_pct(flops[x]):>{width}}" for x in rungs))
     if res["last_n"]:
         print("dropping the last n FFNs: " + ", ".join(f"n={d['n']}: Δloss {d['delta_loss']:+.3f}"
                                                        for d in res["last_n"]))
