@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 from ffnlab.commands._options import add_device_option
 from ffnlab.errors import FFNLabError
@@ -95,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
 def print_ladder(name: str, res: dict) -> None:
     """Fraction of loss recovered (%) per layer and rung; Δloss of dropping the FFN vs the attention."""
+    from ffnlab.experiments.ladder import median_flops
+
     rungs = [r for r in res["rungs"] if r not in ("zero", "drop-attn")]
     print(f"{name}: loss = {res['metric']}; original {res['orig_loss']:.4f} on {res['windows']} eval windows")
     print("fraction of loss recovered (%): 100 = as good as the FFN, 0 = as bad as zeroing it; Δ: loss increase")
@@ -106,10 +107,8 @@ def print_ladder(name: str, res: dict) -> None:
         cells = [_pct(r.get(x, {}).get("recovered")) for x in rungs]
         print(f"{layer['layer']:>5} {r['zero']['delta_loss']:>10.4f} {_num(attn):>11} "
               + " ".join(f"{c:>{width}}" for c in cells))
-    flops = {x: statistics.median(f) if (f := [lay["rungs"][x]["flops"] for lay in res["layers"]
-                                                if lay["rungs"].get(x, {}).get("flops") is not None]) else None
-             for x in rungs}
-    print(f"{'FLOPs vs FFN (median)':>29} " + " ".join(f"{_pct(flops[x]):>{width}}" for x in rungs))
+    print(f"{'FLOPs vs FFN (median)':>29} "
+          + " ".join(f"{_pct(median_flops(res['layers'], x)):>{width}}" for x in rungs))
     if res["last_n"]:
         print("dropping the last n FFNs: " + ", ".join(f"n={d['n']}: Δloss {d['delta_loss']:+.3f}"
                                                        for d in res["last_n"]))

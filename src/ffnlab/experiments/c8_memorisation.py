@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ffnlab.analysis.tracing import FactPrompt, embedding_std, known_facts, trace
-from ffnlab.experiments.capacity import (answers, capacity, embedding_params, fact_bits, in_band,
-                                         loss_bits, match_width_by, non_embedding_params, plateaued)
+from ffnlab.experiments.capacity import (KEEP, answers, capacity, embedding_params, fact_bits, in_band, keeps,
+                                         loss_bits, match_width_by, non_embedding_params, peak_and_double, plateaued)
 from ffnlab.experiments.capacity import known_facts as facts_known
 from ffnlab.experiments.capacity_task import IS, CapacityFacts
 from ffnlab.experiments.common import Fitted, few_threads, fit, progress_bar, size_name
@@ -28,7 +28,6 @@ from ffnlab.model import FFNConfig, ModelConfig, count_params
 from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Deviation, Line, Series, Table
 from ffnlab.train import TrainConfig
 
-KEEP = 0.75  # a model is full at N when it still knows >= 75% as many facts at 2N (`capacity.plateaued`)
 BAND = (0.2, 0.8)  # accuracy between these: the model is full (fewer facts fit entirely, more overflow it)
 RATIO = 1.25  # "facts live in the FFN": the FFN stores at least 25% more bits per parameter than attention
 
@@ -114,8 +113,12 @@ def fit_facts(ctx: Context, cap: Capacity, cfg: ModelConfig, name: str, n_facts:
 def collapsed(point: dict, half: dict, n_attributes: int) -> bool:
     """Whether a point knows fewer than `KEEP` as many facts (beyond chance) as the point of half its N:
     what `capacity.plateaued` reads as the larger set not learned, so it is worth other learning rates."""
-    return (facts_known(point["n"], point["accuracy"], n_attributes)
-            < KEEP * facts_known(half["n"], half["accuracy"], n_attributes))
+    return not keeps((point["n"], point["accuracy"]), (half["n"], half["accuracy"]), n_attributes)
+
+
+def best_try(tries: list[dict]) -> dict:
+    """Of one point's runs at several learning rates, the one storing the most bits (then the lower loss)."""
+    return max(tries, key=lambda p: (p["bits"], -p["loss"]))
 
 
 def sweep(ctx: Context, cap: Capacity, cfg: ModelConfig, name: str, seed: int) -> list[dict]:
@@ -138,13 +141,12 @@ def sweep(ctx: Context, cap: Capacity, cfg: ModelConfig, name: str, seed: int) -
         if p is None or half is None or not cap.retry_lrs or not collapsed(p, half, cap.n_attributes):
             return
         tries = [p] + [train(n, lr) for lr in cap.retry_lrs if lr not in p["tried"]]
-        points[n] = {**max(tries, key=lambda q: (q["bits"], -q["loss"])), "tried": p["tried"] + [
-            q["lr"] for q in tries[1:]]}
+        points[n] = {**best_try(tries), "tried": p["tried"] + [q["lr"] for q in tries[1:]]}
 
     def at(n: int) -> dict:
         if n not in points:
             tries = [train(n, lr) for lr in cap.lrs]
-            points[n] = {**max(tries, key=lambda p: (p["bits"], -p["loss"])), "tried": [p["lr"] for p in tries]}
+            points[n] = {**best_try(tries), "tried": [p["lr"] for p in tries]}
             settle(n)
             settle(2 * n)  # a halving adds the point below one that may have collapsed from it
         return points[n]
@@ -189,19 +191,15 @@ def capacity_verdict(ratios: list[float], band_reached: bool, full: bool, not_fu
 def why_not_full(name: str, curve: list[dict], n_attributes: int) -> tuple[str, str]:
     """(description, what would decide it) for a sweep that did not plateau: its peak is at its largest N
     (the model may hold more), or the point after the peak collapsed (even at the retry rates it tried)."""
-    pts = sorted(curve, key=lambda p: p["n"])
-    peak = max(range(len(pts)), key=lambda i: pts[i]["bits"])
-    if peak == len(pts) - 1 or pts[peak + 1]["n"] != 2 * pts[peak]["n"]:
-        return (f"{name} (most bits at its largest N, {pts[peak]['n']})",
-                "a sweep to larger N (more entities: `alphabet` in ffnlab.experiments.c8_memorisation.CAPACITY) "
-                "would decide it")
-    nxt, top = pts[peak + 1], pts[peak]
-    share = facts_known(nxt["n"], nxt["accuracy"], n_attributes) / max(
-        facts_known(top["n"], top["accuracy"], n_attributes), 1e-9)
-    tried = nxt.get("tried", [nxt["lr"]])
-    return (f"{name} (knows {share:.0%} as many facts at N={nxt['n']} as at {top['n']}"
+    peak, after = peak_and_double([(p["n"], p["accuracy"]) for p in curve], n_attributes)
+    if after is None:
+        return (f"{name} (most bits at its largest N, {peak[0]})",
+                "a sweep to larger N (more entities: `alphabet` in ffnlab.experiments.c8_memorisation.CAPACITY)")
+    share = facts_known(*after, n_attributes) / max(facts_known(*peak, n_attributes), 1e-9)
+    tried = next(p for p in curve if p["n"] == after[0]).get("tried", [])
+    return (f"{name} (knows {share:.0%} as many facts at N={after[0]} as at {peak[0]}"
             + (f", at the best of lr {', '.join(f'{lr:g}' for lr in tried)})" if len(tried) > 1 else ")"),
-            "more exposures per fact (`exposures` in ffnlab.experiments.c8_memorisation.CAPACITY) would decide it")
+            "more exposures per fact (`exposures` in ffnlab.experiments.c8_memorisation.CAPACITY)")
 
 
 @experiment("memorisation", claim="C8", version=4, order=80,
@@ -244,15 +242,14 @@ def memorisation(ctx: Context) -> Findings:
     per_param = {k: [b / inner[k] for b, _ in best[k]] for k in cfgs}
     per_total = {k: [b / params[k] for b, _ in best[k]] for k in cfgs}
     band = {k: [in_band([(p["n"], p["accuracy"]) for p in c], *BAND) for c in curves[k]] for k in cfgs}
-    full = {k: [plateaued([(p["n"], p["accuracy"]) for p in c], cap.n_attributes, KEEP) for c in curves[k]]
-            for k in cfgs}
+    full = {k: [plateaued([(p["n"], p["accuracy"]) for p in c], cap.n_attributes) for c in curves[k]] for k in cfgs}
     # a model that stored nothing counts as one bit, so that a ratio stays finite
     ratio = [a / max(b, 1 / inner[MODELS[2]]) for a, b in zip(per_param[MODELS[0]], per_param[MODELS[2]])]
     why = [why_not_full(f"{k} seed {seed}", c, cap.n_attributes) for k in cfgs
            for seed, c, ok in zip(ctx.seeds, curves[k], full[k]) if not ok]
-    decide = " and ".join(dict.fromkeys(d.removesuffix(" would decide it") for _, d in why))
+    deciders = " and ".join(dict.fromkeys(d for _, d in why))  # each remedy once
     verdict, reason, est = capacity_verdict(ratio, all(all(v) for v in band.values()), not why, [w for w, _ in why],
-                                            f"{decide} would decide it" if why else "")
+                                            f"{deciders} would decide it" if why else "")
     ratio_total = [a / max(b, 1 / params[MODELS[1]]) for a, b in zip(per_total[MODELS[0]], per_total[MODELS[1]])]
     est += [estimate("capacity with FFN / without FFN, bits per parameter (matched total parameters)", ratio_total),
             *[estimate(f"bits per non-embedding parameter, {k}", per_param[k], "bits") for k in cfgs]]

@@ -110,13 +110,28 @@ def known_facts(n_facts: int, accuracy: float, n_attributes: int) -> float:
     return n_facts * (accuracy - 1 / n_attributes) / (1 - 1 / n_attributes)
 
 
-def plateaued(points: Sequence[tuple[int, float]], n_attributes: int, keep: float = 0.75) -> bool:
+KEEP = 0.75  # a model is full at N when it still knows >= 75% as many facts (beyond chance) at 2N
+
+
+def keeps(bigger: tuple[int, float], smaller: tuple[int, float], n_attributes: int, keep: float = KEEP) -> bool:
+    """Whether the (N, accuracy) point `bigger` knows at least `keep` as many facts as `smaller` (`known_facts`)."""
+    return known_facts(*bigger, n_attributes) >= keep * known_facts(*smaller, n_attributes)
+
+
+def peak_and_double(points: Sequence[tuple[int, float]],
+                    n_attributes: int) -> tuple[tuple[int, float], tuple[int, float] | None]:
+    """The (N, accuracy) point storing the most bits, and the point right after it if that is at twice its N
+    (else None: the peak is at the largest N, or the sweep skipped 2N)."""
+    pts = sorted(points)
+    best = max(range(len(pts)), key=lambda i: fact_bits(*pts[i], n_attributes))
+    after = pts[best + 1] if best + 1 < len(pts) and pts[best + 1][0] == 2 * pts[best][0] else None
+    return pts[best], after
+
+
+def plateaued(points: Sequence[tuple[int, float]], n_attributes: int, keep: float = KEEP) -> bool:
     """Whether the sweep shows the model full: the N that stores the most bits is not the largest, and at
     twice that N the model still knows at least `keep` as many facts (`known_facts`). Bits still growing at
     the largest N: not full yet; known facts collapsing after the peak: the larger sets were not learned
     in the budget, so the peak measures training, not capacity."""
-    pts = sorted(points)
-    best = max(range(len(pts)), key=lambda i: fact_bits(*pts[i], n_attributes))
-    if best == len(pts) - 1 or pts[best + 1][0] != 2 * pts[best][0]:
-        return False
-    return known_facts(*pts[best + 1], n_attributes) >= keep * known_facts(*pts[best], n_attributes)
+    peak, after = peak_and_double(points, n_attributes)
+    return after is not None and keeps(after, peak, n_attributes, keep)

@@ -139,9 +139,7 @@ def model_sections(label: str, res: dict) -> tuple[list[Table], list[Series], li
     grid = Table(f"{label}: fraction of loss recovered (%) per layer and rung", ["layer", *rungs],
                  [[i, *[None if rec(i, r) is None else 100 * rec(i, r) for r in rungs]] for i in layers],
                  note="FLOPs per token vs the FFN, median over layers: " + ", ".join(
-                     f"{r} {100 * _median(f):.0f}%" for r in rungs
-                     if (f := [by[i]["rungs"][r]["flops"] for i in layers
-                               if by[i]["rungs"].get(r, {}).get("flops") is not None])))
+                     f"{r} {100 * f:.0f}%" for r in rungs if (f := median_flops(res["layers"], r)) is not None))
     def pct_ci(rung: dict) -> tuple[float | None, str | None]:
         ci = rung.get("recovered_ci")
         return (None if rung.get("recovered") is None else 100 * rung["recovered"],
@@ -246,6 +244,13 @@ def model_statements(label: str, res: dict) -> list[dict]:
 
 def r_delta(rungs: dict, rung: str) -> float:
     return rungs[rung]["delta_loss"]
+
+
+def median_flops(layers: list[dict], rung: str) -> float | None:
+    """A rung's FLOPs relative to the FFN, median over the ladder's layers (they vary where a rung's cost
+    depends on the layer, e.g. affine-robust's share of massive outputs); None where no layer has them."""
+    f = [x["rungs"][rung]["flops"] for x in layers if x["rungs"].get(rung, {}).get("flops") is not None]
+    return _median(f) if f else None
 
 
 def _median(v: list[float]) -> float:
