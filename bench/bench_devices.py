@@ -24,7 +24,7 @@ import torch
 from bench.bench_train import matmul_peak
 from ffnlab.analysis.accounting import flops_per_token
 from ffnlab.device import available, bf16_supported, resolve_device, synchronize, to_device
-from ffnlab.model import FFNConfig, Transformer, preset
+from ffnlab.model import Transformer, preset
 from ffnlab.train import TrainConfig
 from ffnlab.train.trainer import make_optimizer, train_step
 

@@ -154,6 +154,28 @@ def test_moments_merge_exactly_and_fitting_memory_does_not_grow_with_tokens():
     assert state_bytes(8) == state_bytes(64)
 
 
+def test_fits_of_shards_calibrated_on_one_batch_merge_into_the_whole_fit_and_others_are_refused():
+    model = model_with("swiglu")
+    cfg = LadderConfig()
+    batches = list(windows(32, 3).split(8))
+    with torch.no_grad():  # one neuron writing 100x: a few tokens' outputs pass the massive bar
+        model.blocks[1].ffn.fc_out.weight[:, 0] *= 100
+    whole, _ = fit_layers(model, batches, [0, 1], cfg, coact=True, transcoders=False)
+    first, _ = fit_layers(model, batches[:2], [0, 1], cfg, coact=True, transcoders=False, calibrate=batches[0])
+    second, _ = fit_layers(model, batches[2:], [0, 1], cfg, coact=True, transcoders=False, calibrate=batches[0])
+    for i in (0, 1):
+        merged = first[i].merge(second[i])
+        want, got = whole[i].state_dict(), merged.state_dict()
+        assert want.keys() == got.keys() and merged.n == whole[i].n == 32 * 24
+        for k in want:  # counts, maxima and thresholds exactly; sums and moments to float64 rounding
+            assert torch.allclose(got[k], want[k], rtol=1e-10, atol=1e-9), k
+        assert torch.equal(merged.above, whole[i].above) and torch.equal(merged.max_abs, whole[i].max_abs)
+    assert 0 < whole[1].ordinary.n.item() < whole[1].n  # the massive bar is in use
+    apart, _ = fit_layers(model, batches[2:], [0, 1], cfg, coact=True, transcoders=False)  # its own first batch
+    with pytest.raises(FFNLabError, match="same batch"):
+        fit_layers(model, batches[:2], [0, 1], cfg, coact=True, transcoders=False)[0][1].merge(apart[1])
+
+
 def test_resumed_ladder_equals_an_uninterrupted_one_and_other_settings_are_refused(tmp_path):
     model = model_with("swiglu")
     cfg = dict(rungs=("affine", "rank-4", "topk-25", "prune-weight-50", "moe-8x2", "resample", "drop-attn"),

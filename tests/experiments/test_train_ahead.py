@@ -48,3 +48,28 @@ def test_nothing_is_trained_ahead_on_one_core(tmp_path, monkeypatch):
     task = data(ctx)
     train_ahead(ctx, task, jobs(ctx, task))
     assert not (tmp_path / "runs").exists() and not (tmp_path / "lr-sweeps").exists()
+
+
+@pytest.mark.parametrize("plateau_bar, retried", [(1e-4, True), (1.0, False)])
+def test_a_comparison_model_still_falling_is_trained_once_longer_and_the_reference_never(
+        tmp_path, monkeypatch, plateau_bar, retried):
+    from ffnlab.experiments import quality
+    from ffnlab.experiments.common import fit_variants
+
+    monkeypatch.setitem(common.SIZES, "test", common.dataclasses.replace(common.SIZES["test"], plateau=True,
+                                                                         retry=1.5))
+    monkeypatch.setattr(quality, "PLATEAU", plateau_bar)  # 1.0: every run counts as plateaued
+    ctx = context(tmp_path)
+    task = data(ctx)
+    base = base_model(ctx, task.vocab_size)
+    steps = common.SIZES["test"].steps
+    losses = fit_variants(ctx, task, {"gelu": base, "none": base.with_ffn(kind="none")}, "t",
+                          reference=lambda name: name == "gelu")
+    by_name = {q.name: q for q in ctx.trained}
+    ref, other = by_name["t gelu s0"], by_name["t none s0"]
+    assert ref.improvement >= plateau_bar or not retried  # still falling too, and not retried: the reference
+    assert (ref.steps, ref.first_steps) == (steps, None)
+    assert (other.steps, other.first_steps) == ((round(1.5 * steps), steps) if retried else (steps, None))
+    assert losses["none"] == [other.test_loss]
+    if retried and not other.plateaued:  # a second miss names both lengths
+        assert f"of {round(1.5 * steps)} steps, as at {steps} steps before" in other.shortfall()

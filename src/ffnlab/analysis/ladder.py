@@ -98,9 +98,13 @@ def last_n_default(n_layers: int) -> tuple[int, ...]:
 # -- the fit pass ------------------------------------------------------------------------------
 @torch.no_grad()
 def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfig, coact: bool, transcoders: bool,
-               progress: bool = False) -> tuple[dict[int, LayerFit], dict[int, Transcoder]]:
+               progress: bool = False,
+               calibrate: Tensor | None = None) -> tuple[dict[int, LayerFit], dict[int, Transcoder]]:
     """One streaming pass over the fit batches fills every layer's `LayerFit` and steps its transcoder;
-    `cfg.transcoder_epochs - 1` more passes train the transcoders only. Memory does not grow with tokens."""
+    `cfg.transcoder_epochs - 1` more passes train the transcoders only. Memory does not grow with tokens.
+
+    The fits' thresholds come from the first batch, or from `calibrate` (a batch of tokens, one more
+    forward): shards of one fit pass, merged with `LayerFit.merge`, are calibrated on the same batch."""
     d = model.d_model
     widths = {i: ffn_matrices(model, i)["down"].shape[1] for i in layers}
     seq_len = max(b.shape[1] for b in batches)
@@ -110,7 +114,7 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
                 for i in layers} if transcoders else {}
     epochs = cfg.transcoder_epochs if transcoders else 1
     seen: dict[str, Tensor] = {}
-    stats = True
+    stats, calibrating = True, False
 
     def edits(i: int) -> dict:
         b = f"blocks.{i}.ffn."
@@ -122,6 +126,9 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
 
         def at_out(y: Tensor) -> None:
             x = seen[f"{i}.x"]
+            if calibrating:
+                fits[i].calibrate(seen[f"{i}.post"], y)
+                return
             if stats:
                 fits[i].add(x, seen[f"{i}.pre"], seen[f"{i}.post"], y)
             if i in trainers:
@@ -134,6 +141,11 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
     all_edits = {k: v for i in layers for k, v in edits(i).items()}
     bar = _bar(progress, epochs * len(batches), "ladder fit", "batch")
     with hooks(model, all_edits):
+        if calibrate is not None:
+            calibrating = True
+            model(calibrate)
+            seen.clear()
+            calibrating = False
         for epoch in range(epochs):
             stats = epoch == 0
             for tokens in batches:

@@ -130,13 +130,19 @@ class LayerFit:
                    z(d_ff, d_ff) if moe else None)
 
     @torch.no_grad()
+    def calibrate(self, post: Tensor, y: Tensor) -> None:
+        """Set the thresholds (`eps`, `massive_bar`) from one batch; shards to be merged share that batch."""
+        self.eps = 0.01 * post.double().square().mean().sqrt()
+        self.massive_bar = MASSIVE * y.double().norm(dim=-1).median()
+
+    @torch.no_grad()
     def add(self, x: Tensor, pre: Tensor, post: Tensor, y: Tensor) -> None:
+        """Add one batch (the first one calibrates, unless `calibrate` was called before)."""
+        if torch.isnan(self.eps):
+            self.calibrate(post, y)
         x64, y64 = x.double(), y.double()
         a = post.double().abs()
         norm = y64.norm(dim=-1)
-        if torch.isnan(self.eps):
-            self.eps = 0.01 * a.square().mean().sqrt()
-            self.massive_bar = MASSIVE * norm.median()
         self.moments.add(x64, y64)
         ordinary = norm < self.massive_bar
         self.ordinary.add(x64[ordinary], y64[ordinary])
@@ -157,7 +163,15 @@ class LayerFit:
             self.coact += (on32.T @ on32).double()
 
     def merge(self, other: LayerFit) -> LayerFit:
-        """Add another shard's statistics (exact: sums and maxima; eps and the massive bar are this shard's)."""
+        """Add another shard's statistics (exact: sums and maxima). Both shards must have been calibrated
+        on the same batch: their thresholds decide which tokens count as active or massive."""
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            self.eps, self.massive_bar = other.eps, other.massive_bar
+        elif not (torch.equal(self.eps, other.eps) and torch.equal(self.massive_bar, other.massive_bar)):
+            raise FFNLabError("ladder fits calibrated on different batches cannot be merged exactly: calibrate every "
+                              "shard on the same batch (fit_layers(..., calibrate=batch))")
         self.moments.merge(other.moments)
         self.ordinary.merge(other.ordinary)
         for k in ("pos_sum", "pos_n", "abs_sum", "above", "gate_open"):

@@ -36,18 +36,11 @@ SLOWS = 1.0  # log10: attention+FFN keeps >= 10x the residual of pure attention
 MEASURE = {"test": (4, 32), "quick": (32, 128), "full": (32, 128)}  # sequences, tokens (Dong et al.: 32 x 128)
 
 
-# The width of C2's deep models where it differs from the size's `deep_width`. Full: at 12 layers of d=32 the full
-# model ended 0.36-0.40 nats below the best n-gram (the bar is 0.4; 3 seeds, 2500 steps, lr 0.016); a seed-0 pilot at
-# d=48 ended 0.46 below it, falling 0.86% over its last 20% of steps, at about 1.5x the cost per model.
-WIDTH = {"full": 48}
-
-
 def deep_model(ctx: Context, vocab_size: int, **changes) -> ModelConfig:
     """The base model at the size's C2 depth and width (in quick the base model itself, so C2's
     models with skips are the runs C3 and C6 train too)."""
     s = size(ctx)
-    width = WIDTH.get(size_name(ctx), s.deep_width)
-    return base_model(ctx, vocab_size, d_model=width, n_layers=s.deep_layers, **changes)
+    return base_model(ctx, vocab_size, d_model=s.deep_width, n_layers=s.deep_layers, **changes)
 
 
 def built_variants(ctx: Context, vocab_size: int) -> dict[str, ModelConfig]:

@@ -25,7 +25,7 @@ from ffnlab.data import prepare_data
 from ffnlab.data.tokens import TokenData
 from ffnlab.device import resolve_device
 from ffnlab.errors import FFNLabError, unknown
-from ffnlab.experiments.quality import Quality, assess, choose_lr, family
+from ffnlab.experiments.quality import RETRY_RULE, Quality, assess, choose_lr, family, misses_plateau
 from ffnlab.experiments.registry import Context
 from ffnlab.fingerprint import code_fingerprint
 from ffnlab.model import FFNConfig, ModelConfig, match_d_ff
@@ -55,6 +55,7 @@ class Size:
     test_tokens: int | None  # test tokens a model is scored on (None: the whole test split)
     hold: float = 0.0  # share of the steps trained at the floor rate at the end (TrainConfig.hold)
     grow: int = 2  # rates a sweep may add past the edge of `lrs` when the edge wins (quality.choose_lr)
+    retry: float = 0.0  # a comparison model missing the plateau trains once more at this many times its steps
 
 
 SIZES = {
@@ -75,8 +76,11 @@ SIZES = {
     # 2.7% -- the cosine's last annealing, which longer training does not shrink; holding the floor for the last 20%,
     # 2000 steps end 0.42 below it falling -0.4%, 3000 steps 0.44 below, 0.35%. Loss still falls with budget (cosine:
     # 1.611 at 2000 steps, 1.579 at 3000, 1.560 at 4000), so "plateau" is at this budget's schedule, not at capacity
-    "full": Size("char", 128, 64, 4, 4, 128, 16, 2500, 32, 12, 32, bar=0.4, plateau=True, lrs=(4e-3, 8e-3, 1.6e-2),
-                 sweep_steps=400, test_tokens=None, hold=0.2),
+    # C2's deep models are d=48: at 12 layers of d=32 the full model ended 0.36-0.40 nats below the best n-gram (3 seeds,
+    # lr 0.016); a seed-0 pilot at d=48 ended 0.46 below it, falling 0.86% over its last 20%, at about 1.5x the cost
+    "full": Size("char", 128, 64, 4, 4, 128, 16, 2500, 32, 12, 48, bar=0.4, plateau=True, lrs=(4e-3, 8e-3, 1.6e-2),
+                 sweep_steps=400, test_tokens=None, hold=0.2,
+                 retry=1.5),
 }
 
 
@@ -86,12 +90,13 @@ def training_method(ctx: Context) -> str:
     plateau = " and at a plateau (validation loss falling < 1% over the last 20% of steps)" if s.plateau else ""
     hold = f" (the cosine reaches its floor at {1 - s.hold:.0%} of the steps and holds it)" if s.hold else ""
     grow = f" (grown by up to {s.grow} rates past an edge that wins)" if s.grow else ""
+    retry = f" As a rule, {RETRY_RULE.format(retry=s.retry)}." if s.retry and s.plateau else ""
     return (f"Each model trains {s.steps} steps of {s.batch_size}x{s.seq_len} {s.tokenizer} tokens{hold}, seeds "
             "paired (every variant of a seed sees the same batches), at the learning rate its FFN family won among "
             f"{', '.join(f'{lr:g}' for lr in s.lrs)}{grow} in {s.sweep_steps}-step runs judged on validation; losses "
             f"are on the test split. The reference model must be >= {s.bar:g} nats below the best n-gram "
             f"baseline{plateau}, and every model it is compared with must beat that baseline{plateau}, "
-            "else the verdict is inconclusive.")
+            f"else the verdict is inconclusive.{retry}")
 
 
 def size_name(ctx: Context) -> str:
@@ -131,17 +136,21 @@ def train_config(ctx: Context, seed: int, **changes) -> TrainConfig:
     one chosen for the model's FFN family. Ten evaluations (on validation) show the plateau."""
     s = size(ctx)
     # fp32: at these widths bf16 autocast costs more in casts than it saves in matmuls
-    cfg = TrainConfig(steps=s.steps, batch_size=s.batch_size, seq_len=s.seq_len, lr=3e-3, min_lr=3e-4,
-                      warmup=max(1, s.steps // 10), hold=s.hold, eval_every=max(1, s.steps // 10),
-                      eval_batches=s.eval_batches, checkpoint_every=max(1, s.steps // 10), precision="fp32", seed=seed,
-                      log_every=max(1, s.steps // 20))  # a checkpoint every 10%: an interrupted study loses little
+    cfg = TrainConfig(batch_size=s.batch_size, seq_len=s.seq_len, lr=3e-3, min_lr=3e-4, hold=s.hold,
+                      eval_batches=s.eval_batches, precision="fp32", seed=seed, **_shares(s.steps))
     return cfg.replace(**changes) if changes else cfg
+
+
+def _shares(steps: int) -> dict[str, int]:
+    """Warmup, evaluations and checkpoints every 10% of `steps` (an interrupted study loses little), logs every 5%."""
+    tenth = max(1, steps // 10)
+    return {"steps": steps, "warmup": tenth, "eval_every": tenth, "checkpoint_every": tenth,
+            "log_every": max(1, steps // 20)}
 
 
 def shortened(cfg: TrainConfig, steps: int) -> TrainConfig:
     """`cfg` over `steps` steps, with warmup, evaluations, checkpoints and logs at the same shares of it."""
-    return cfg.replace(steps=steps, warmup=max(1, steps // 10), eval_every=max(1, steps // 10),
-                       checkpoint_every=max(1, steps // 10), log_every=max(1, steps // 20))
+    return cfg.replace(**_shares(steps))
 
 
 def train_run(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str) -> TrainResult:
@@ -177,8 +186,8 @@ class Sweep:
     steps: int
 
     def schedule(self, ctx: Context, lr: float) -> TrainConfig:
-        return train_config(ctx, 0, steps=self.steps, warmup=max(1, self.steps // 10), lr=lr, min_lr=lr / 10,
-                            eval_every=self.steps, checkpoint_every=self.steps)
+        return shortened(train_config(ctx, 0), self.steps).replace(lr=lr, min_lr=lr / 10, eval_every=self.steps,
+                                                                   checkpoint_every=self.steps)
 
 
 def sweep_of(ctx: Context, model_cfg: ModelConfig, task) -> Sweep:
@@ -276,7 +285,8 @@ class Fitted:
 
 
 def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name: str, exempt: str = "",
-        sweep: bool = True, in_verdict: bool = True, comparison: bool = False) -> Fitted:
+        sweep: bool = True, in_verdict: bool = True, comparison: bool = False,
+        first_steps: int | None = None) -> Fitted:
     """Train (or reuse) a model at its family's learning rate and score it against its bar.
 
     The model's `Quality` is appended to `ctx.trained`; `exempt` says why the bar does not apply
@@ -284,13 +294,14 @@ def fit(ctx: Context, model_cfg: ModelConfig, train_cfg: TrainConfig, task, name
     (shown for reference: its shortfall is flagged, but does not withhold the verdict);
     `comparison=True` marks a variant compared with the experiment's reference model, whose bar is
     to beat the best n-gram and plateau (`quality.COMPARISON_RULE`). `sweep=False` keeps `train_cfg.lr`
-    (a task with its own tuned schedule)."""
+    (a task with its own tuned schedule); `first_steps`: `train_cfg` is the longer retry of a run of
+    that many steps which missed the plateau (`retried`)."""
     s = size(ctx)
     if sweep:
         train_cfg = at_family_lr(ctx, model_cfg, train_cfg, task)
     run = train_run(ctx, model_cfg, train_cfg, task, name)
     quality = assess(name, run, task, train_cfg.steps, train_cfg.lr, s.bar, s.plateau, s.seq_len, s.test_tokens,
-                     exempt, in_verdict, comparison)
+                     exempt, in_verdict, comparison, first_steps)
     ctx.trained.append(quality)
     return Fitted(run.model, quality, run)
 
@@ -311,15 +322,35 @@ def fit_variants(ctx: Context, task, cfgs: dict[str, ModelConfig], prefix: str,
 
     jobs = [(seed, name) for seed in ctx.seeds for name in cfgs]
     train_ahead(ctx, task, [(cfgs[n], schedule(seed, n), f"{prefix} {n} s{seed}") for seed, n in jobs])
+    candidates = [(seed, n) for seed, n in jobs if not reference(n) and not exempt(n)]
+    longer = retried(ctx, task, {job: (cfgs[job[1]], schedule(*job), f"{prefix} {job[1]} s{job[0]}")
+                                 for job in candidates})
     losses: dict[str, list[float]] = {name: [] for name in cfgs}
     with few_threads():
         for seed, name in progress_bar(jobs, ctx, prefix):
-            run = fit(ctx, cfgs[name], schedule(seed, name), task, f"{prefix} {name} s{seed}",
-                      exempt=exempt(name), in_verdict=in_verdict(name), comparison=not reference(name))
+            first = schedule(seed, name).steps if (seed, name) in longer else None
+            run = fit(ctx, cfgs[name], longer.get((seed, name)) or schedule(seed, name), task,
+                      f"{prefix} {name} s{seed}", exempt=exempt(name), in_verdict=in_verdict(name),
+                      comparison=not reference(name), first_steps=first)
             losses[name].append(run.test_loss)
             if each is not None:
                 each(seed, name, run)
     return losses
+
+
+def retried(ctx: Context, task, jobs: dict) -> dict:
+    """The longer schedules of the comparison `jobs` ({key: Job}, trained) whose run missed the plateau
+    (`quality.RETRY_RULE`, where the size has a `retry`), trained ahead: {key: TrainConfig}."""
+    s = size(ctx)
+    if not (s.retry and s.plateau and isinstance(task, TokenData)):
+        return {}
+    longer = {}
+    with few_threads():
+        for key, (cfg, tcfg, name) in jobs.items():
+            if misses_plateau(train_run(ctx, cfg, at_family_lr(ctx, cfg, tcfg, task), task, name), tcfg.steps):
+                longer[key] = shortened(tcfg, round(s.retry * tcfg.steps))
+    train_ahead(ctx, task, [(jobs[key][0], tcfg, f"{jobs[key][2]}, longer") for key, tcfg in longer.items()])
+    return longer
 
 
 @contextlib.contextmanager

@@ -33,6 +33,9 @@ from ffnlab.results import Deviation, atomic_write_text
 from ffnlab.store import config_hash
 
 PLATEAU = 0.01  # relative improvement of validation loss over the last 20% of steps
+RETRY_RULE = ("a comparison model that misses the plateau is trained once more, {retry:g}x as many steps on the same "
+              "seed (the same batches, continued), and the longer run replaces it (its steps are in the trained-models "
+              "table): a longer run of a weaker variant narrows the reference model's lead over it")
 COMPARISON_RULE = ("a comparison model (a variant compared with the experiment's reference model) must beat the best "
                    "n-gram (gap > 0) and plateau where the size asks; the size's bar applies to the reference model")
 GATED = ("glu", "bilinear", "reglu", "geglu", "swiglu")
@@ -73,6 +76,7 @@ class Quality:
     exempt: str = ""  # why the bar does not apply (a control built to be crippled, a synthetic task)
     in_verdict: bool = True  # False: shown for reference only; missing the bar is flagged, not fatal
     comparison: bool = False  # a variant compared with the reference model: its bar is 0 (COMPARISON_RULE)
+    first_steps: int | None = None  # a longer run's first length, where that first run missed the plateau (RETRY)
 
     @property
     def gap(self) -> float | None:
@@ -102,12 +106,19 @@ class Quality:
         if self.plateau_required and self.improvement is None:
             why.append(f"no plateau measurable (fewer than two evaluations in the last 20% of {self.steps} steps)")
         elif self.plateau_required and not self.plateaued:
+            again = f", as at {self.first_steps} steps before" if self.first_steps else ""
             why.append(f"not at a plateau (validation loss still fell {100 * self.improvement:.1f}% over the "
-                       f"last 20% of {self.steps} steps; plateau: < {100 * PLATEAU:g}%)")
+                       f"last 20% of {self.steps} steps{again}; plateau: < {100 * PLATEAU:g}%)")
         return f"{self.name}: " + " and ".join(why)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "gap": self.gap, "plateaued": self.plateaued, "meets": self.meets}
+
+
+def misses_plateau(run, steps: int) -> bool:
+    """Whether a finished run (a `TrainResult` of `steps` steps) is still falling by the plateau rule."""
+    imp = improvement(run.history, steps)
+    return imp is not None and imp >= PLATEAU
 
 
 def improvement(history: list[dict[str, float]], steps: int) -> float | None:
@@ -138,19 +149,21 @@ def test_loss(model: torch.nn.Module, data: TokenData, seq_len: int, max_tokens:
 
 
 def assess(name: str, run, data, steps: int, lr: float, bar: float | None, plateau: bool, seq_len: int,
-           max_tokens: int | None, exempt: str = "", in_verdict: bool = True, comparison: bool = False) -> Quality:
+           max_tokens: int | None, exempt: str = "", in_verdict: bool = True, comparison: bool = False,
+           first_steps: int | None = None) -> Quality:
     """Score a trained run (a `TrainResult`) against the n-gram baselines of its own tokenization
-    (`comparison`: the bar is 0 instead of `bar`, see `COMPARISON_RULE`)."""
+    (`comparison`: the bar is 0 instead of `bar`, see `COMPARISON_RULE`; `first_steps`: the run is
+    the longer retry of one that missed the plateau at that length)."""
     fam = family(run.model.config)
     imp = improvement(run.history, steps)
     if not isinstance(data, TokenData):
         return Quality(name, run.run_id, fam, lr, steps, None, 0, None, "", None, imp, plateau,
-                       exempt or "synthetic task: no n-gram baseline applies", in_verdict, comparison)
+                       exempt or "synthetic task: no n-gram baseline applies", in_verdict, comparison, first_steps)
     loss, n = _cached_test_loss(run, data, seq_len, max_tokens)
     base = ngram_baselines(data, n)
     bar = 0.0 if comparison and bar is not None else bar
     return Quality(name, run.run_id, fam, lr, steps, loss, n, base.best, base.best_order, bar, imp, plateau, exempt,
-                   in_verdict, comparison)
+                   in_verdict, comparison, first_steps)
 
 
 def _cached_test_loss(run, data: TokenData, seq_len: int, max_tokens: int | None) -> tuple[float, int]:

@@ -142,6 +142,8 @@ def training_table(qualities: list[dict], experiments: list[str] | None = None) 
             standing += " (comparison model: must beat the best n-gram)"
         if not q.get("in_verdict", True):
             standing += " (reference: the criterion does not use it)"
+        if q.get("first_steps"):
+            standing += f" (retrained longer: its {q['first_steps']}-step run missed the plateau)"
         row = [q["name"], q["family"], q["lr"], q["steps"], q["test_loss"], q["best_ngram"], q.get("ngram_order", ""),
                q["gap"], q["bar"], plateau, standing]
         rows.append(([experiments[i]] if experiments else []) + row)
