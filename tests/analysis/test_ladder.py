@@ -169,7 +169,8 @@ def test_fits_of_shards_calibrated_on_one_batch_merge_into_the_whole_fit_and_oth
         assert want.keys() == got.keys() and merged.n == whole[i].n == 32 * 24
         for k in want:  # counts, maxima and thresholds exactly; sums and moments to float64 rounding
             assert torch.allclose(got[k], want[k], rtol=1e-10, atol=1e-9), k
-        assert torch.equal(merged.above, whole[i].above) and torch.equal(merged.max_abs, whole[i].max_abs)
+        for k in ("above", "max_abs", "eps", "massive_bar", "pos_n"):
+            assert torch.equal(getattr(merged, k), getattr(whole[i], k)), k
     assert 0 < whole[1].ordinary.n.item() < whole[1].n  # the massive bar is in use
     apart, _ = fit_layers(model, batches[2:], [0, 1], cfg, coact=True, transcoders=False)  # its own first batch
     with pytest.raises(FFNLabError, match="same batch"):

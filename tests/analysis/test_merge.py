@@ -149,7 +149,8 @@ def test_the_accelerator_fold_equals_the_cpu_fold(monkeypatch):
         gpu.update(acts[start:start + 64], torch.arange(start, min(start + 64, 700)))
     assert torch.equal(gpu.top_index, cpu.top_index) and torch.equal(gpu.top_values, cpu.top_values)
     assert torch.equal(gpu.hist, cpu.hist) and torch.equal(gpu.above, cpu.above)
-    assert torch.allclose(gpu.mean, cpu.mean, rtol=1e-6, atol=1e-9) and torch.allclose(gpu.m2, cpu.m2, rtol=1e-6)
+    # moments: float32 sums in another order (the CPU's one-pass fold sums 64 rows at a time)
+    assert torch.allclose(gpu.mean, cpu.mean, rtol=1e-5, atol=1e-6) and torch.allclose(gpu.m2, cpu.m2, rtol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -5,6 +5,7 @@ import textwrap
 import pytest
 import torch
 
+from ffnlab.analysis.cpu_fold import fold_full
 from ffnlab.analysis.neurons import LayerStats, NeuronStats, StatsConfig, neuron_stats
 from ffnlab.results import atomic_write_bytes
 from ffnlab.errors import FFNLabError
@@ -195,3 +196,31 @@ def test_statistics_never_replace_a_directory_of_other_files(tmp_path):
     with pytest.raises(FFNLabError, match="not neuron statistics"):
         stats.save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("batch", [5, 64])
+def test_the_cpu_fold_keeps_the_top_k_by_the_one_order_and_the_eager_bins(dtype, batch, monkeypatch):
+    """Coarse signed values (ties everywhere), bf16 as autocast gives them or float32: once the state
+    is full, the one-pass fold keeps the top-k of the one order (|value| descending, then token
+    ascending) index for index, the histogram of the eager binning count for count, and the moments."""
+    from ffnlab.analysis import neurons
+
+    calls = []
+    monkeypatch.setattr(neurons, "fold_full", lambda *a: calls.append(1) or fold_full(*a))
+    gen = torch.Generator().manual_seed(0)
+    acts = ((torch.randn(1200, 48, generator=gen) * 3).round() * torch.rand(48, generator=gen)).to(dtype)
+    cfg = StatsConfig(k=6, threshold=0.5, bins=16)
+    stats = LayerStats(48, cfg)
+    for start in range(0, len(acts), batch):
+        stats.update(acts[start:start + batch], torch.arange(start, min(start + batch, len(acts))))
+    assert len(calls) >= len(acts) // batch - 2  # every batch after the state filled took the one-pass fold
+    a = acts.float()
+    want = (-a.abs()).argsort(dim=0, stable=True)[:6].T  # |value| descending, ties to the earlier token
+    assert torch.equal(stats.top_index, want) and torch.equal(stats.top_values, a.gather(0, want.T).T)
+    lo, hi = float(stats.edges[0]), float(stats.edges[-1])
+    bins = torch.mul(a, 16 / (hi - lo)).add_(-lo * 16 / (hi - lo)).clamp_(0, 15).long()
+    assert torch.equal(stats.hist, torch.stack([torch.bincount(col, minlength=16) for col in bins.T]))
+    assert torch.equal(stats.above, (a > 0.5).sum(0))
+    assert torch.allclose(stats.mean, a.double().mean(0), atol=1e-6)  # float32 sums: to float rounding
+    assert torch.allclose(stats.var, a.double().var(0, unbiased=False), rtol=1e-5, atol=1e-6)

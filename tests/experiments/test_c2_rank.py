@@ -57,9 +57,10 @@ def test_the_plain_statement_names_the_component():
     assert "both end below float precision" in floored and "does not slow" not in floored
 
 
-def test_full_deep_models_are_wider_than_the_size_says():
+def test_deep_models_have_the_sizes_depth_and_width():
     full = deep_model(Context(mode="full", seeds=(0,), results=Path("unused")), 128)
-    assert (full.d_model, full.n_layers) == (48, SIZES["full"].deep_layers)  # d=32 missed the bar (SIZES comment)
+    assert (full.d_model, full.n_layers) == (SIZES["full"].deep_width, SIZES["full"].deep_layers)
+    assert full.d_model == 48  # d=32 missed the bar (SIZES comment)
     test = deep_model(Context(mode="quick", seeds=(0,), results=Path("unused"), options={"size": "test"}), 128)
     assert (test.d_model, test.n_layers) == (SIZES["test"].deep_width, SIZES["test"].deep_layers)
 

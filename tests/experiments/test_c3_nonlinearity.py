@@ -63,3 +63,17 @@ def test_every_verdict_is_reachable(share, cost, expected):
 
 def test_kept_share_leaves_out_seeds_where_the_ffn_gains_nothing():
     assert kept_share([3.0, 2.0], [2.5, 2.1], [2.0, 2.2]) == [0.5]
+
+
+@pytest.mark.parametrize("mode, gated", [("quick", ["swiglu"]), ("full", ["swiglu", "bilinear"]),
+                                         ("test", ["swiglu", "reglu", "bilinear"])])
+def test_each_size_trains_its_gated_variants(mode, gated):
+    from pathlib import Path
+
+    from ffnlab.experiments.c3_nonlinearity import MATCHED, variants
+    from ffnlab.experiments.registry import Context
+
+    ctx = Context(mode=mode if mode != "test" else "quick", seeds=(0,), results=Path("unused"),
+                  options={"size": "test"} if mode == "test" else {})
+    names = [n.split()[0] for n in variants(ctx, 128) if "(matched params)" in n and n not in MATCHED]
+    assert names == gated

@@ -183,3 +183,13 @@ def test_the_criteria_changed_after_results_were_seen_are_logged():
     logged = {name: exp.deviations for name, exp in load_all().items() if exp.deviations}
     assert {"rank-collapse", "nonlinearity", "memorisation"} <= set(logged)
     assert all(d.version <= load_all()[name].version for name, ds in logged.items() for d in ds)
+
+
+def test_the_trained_models_table_says_which_model_was_retrained_longer():
+    from ffnlab.report.sections import training_table
+
+    row = {"name": "c3 linear FFN s2", "family": "linear", "lr": 0.016, "steps": 3750, "test_loss": 1.6,
+           "best_ngram": 2.0, "ngram_order": "trigram", "gap": 0.4, "bar": 0.0, "improvement": 0.004,
+           "plateaued": True, "meets": True, "comparison": True, "first_steps": 2500}
+    html = training_table([row, {**row, "name": "c3 gelu FFN s2", "steps": 2500, "first_steps": None}])
+    assert html.count("retrained longer") == 1 and "its 2500-step run missed the plateau" in html

@@ -143,7 +143,7 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
     with hooks(model, all_edits):
         if calibrate is not None:
             calibrating = True
-            model(calibrate)
+            model(calibrate.to(_device(model)))
             seen.clear()
             calibrating = False
         for epoch in range(epochs):

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ffnlab import distributed as dist
-from ffnlab.analysis.fused import compiled_dense_fold
+from ffnlab.analysis.cpu_fold import fold_full
 from ffnlab.analysis.merge import merge_moments, merge_top_k, pad_top_k, top_k_sorted
 from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError
@@ -75,8 +75,7 @@ class LayerStats:
         self.above = torch.zeros(f, dtype=torch.long, device=device)
         self.hist = torch.zeros(f, cfg.bins, dtype=torch.long, device=device)
         self.edges: Tensor | None = None  # (bins + 1,) fixed after the first batch
-        self._affine: tuple | None = None  # (edges, scale, shift, neuron offsets, ...): value -> (neuron, bin) id
-        self.compiled = False  # fold the CPU's batches with analysis.fused's compiled loop (neuron_stats sets it)
+        self._affine: tuple | None = None  # (edges, scale, to_zero, neuron offsets): value -> (neuron, bin) id
         self.k = k
 
     @property
@@ -105,44 +104,44 @@ class LayerStats:
             # why: a fixed range keeps histograms mergeable across batches, ranks and runs
             span = float(acts.abs().max()) * self.cfg.range_mult or 1.0
             self.edges = torch.linspace(-span, span, self.cfg.bins + 1, device=acts.device)
-        acts = acts.float()
-        # sums about a shift: the running mean (the batch's own at first), so they do not cancel
-        shift = acts.mean(0) if self.count == 0 else self.mean.float()
-        sums = torch.zeros(2, f, device=acts.device)  # sum of deviations, of squared deviations
-        if not _accelerated(acts) and self.top_values.shape[1] == self.k:  # the CPU, once the state is full
-            self._merge_sparse(*self._above_bar(acts), index, n)
+        if not _accelerated(acts) and self.top_values.shape[1] == self.k:  # the CPU once the state is full:
+            shift = self.mean.float()  # the running mean (sums about it do not cancel)
+            scale, to_zero, _ = self._binning(acts.device)
+            s1, s2 = fold_full(acts, index, shift, scale, to_zero, self.cfg.bins - 1, self.cfg.threshold,
+                               self.above, self.hist, self.top_values, self.top_index)  # one compiled pass
         else:
+            acts = acts.float()
+            shift = acts.mean(0) if self.count == 0 else self.mean.float()  # the batch's own mean at first
+            sums = torch.zeros(2, f, device=acts.device)  # sum of deviations, of squared deviations
             self._merge_top(acts, index)
-        self._fold(acts, shift, sums)
-        s1, s2 = sums.double()
+            self._fold(acts, shift, sums)
+            s1, s2 = sums.double()
         b_m2 = (s2 - s1.square() / n).clamp_(min=0.0)
         _, self.mean, self.m2 = merge_moments(self.count, self.mean, self.m2, n, shift.double() + s1 / n, b_m2)
         self.count += n
 
+    def _binning(self, device: torch.device) -> tuple[float, float, Tensor]:
+        """(scale, to_zero, neuron offsets): a value's bin is `clamp(x * scale + to_zero, 0, bins - 1)`
+        truncated; offsets (F,) int32 make it a (neuron, bin) id. Read from the device once per range."""
+        nb = self.cfg.bins
+        if self._affine is None or self._affine[0] is not self.edges:
+            lo, hi = float(self.edges[0]), float(self.edges[-1])
+            offsets = torch.arange(self.n_neurons, dtype=torch.int32, device=device) * nb
+            scale, to_zero = nb / (hi - lo), -lo * nb / (hi - lo)
+            self._affine = (self.edges, scale, to_zero, offsets)
+        return self._affine[1:]
+
     def _fold(self, acts: Tensor, shift: Tensor, sums: Tensor) -> None:
         """Moment sums, the count above threshold and the histogram of a block of rows (N, F)."""
         nb = self.cfg.bins
-        if self._affine is None or self._affine[0] is not self.edges:  # read from the device once per range
-            lo, hi = float(self.edges[0]), float(self.edges[-1])
-            offsets = torch.arange(self.n_neurons, dtype=torch.int32, device=acts.device) * nb
-            scale, to_zero = nb / (hi - lo), -lo * nb / (hi - lo)
-            scalars = (*torch.tensor([scale, to_zero, self.cfg.threshold], device=acts.device).unbind(), nb - 1)
-            self._affine = (self.edges, scale, to_zero, offsets, scalars)
-        _, scale, to_zero, offsets, scalars = self._affine
-        fused = self.compiled and not _accelerated(acts) and compiled_dense_fold(acts, shift, offsets, *scalars)
-        if fused:
-            s1, s2, above, bins = fused
-            sums[0] += s1
-            sums[1] += s2
-            self.above += above
-        else:
-            dev = acts - shift
-            sums[0] += dev.sum(0)
-            sums[1] += dev.square_().sum(0)
-            self.above += _count_above(acts, self.cfg.threshold)
-            # Python-number factors (a 0-dim tensor factor made this 3x slower), int32 ids (half the
-            # memory traffic of int64; F x bins < 2^31)
-            bins = torch.mul(acts, scale).add_(to_zero).clamp_(0, nb - 1).to(torch.int32).add_(offsets)
+        scale, to_zero, offsets = self._binning(acts.device)
+        dev = acts - shift
+        sums[0] += dev.sum(0)
+        sums[1] += dev.square_().sum(0)
+        self.above += _count_above(acts, self.cfg.threshold)
+        # Python-number factors (a 0-dim tensor factor made this 3x slower), int32 ids (half the
+        # memory traffic of int64; F x bins < 2^31)
+        bins = torch.mul(acts, scale).add_(to_zero).clamp_(0, nb - 1).to(torch.int32).add_(offsets)
         # one bincount over (neuron, bin) pairs
         if not _accelerated(acts):
             self.hist += torch.bincount(bins.view(-1), minlength=self.n_neurons * nb).view_as(self.hist)
@@ -153,7 +152,7 @@ class LayerStats:
     def _merge_top(self, acts: Tensor, index: Tensor) -> None:
         """Merge the batch's top-k by |activation| into the state's (F, <=k): |value| descending,
         ties to the earlier token (the order `merge_top_k` uses, so shards merge bit for bit).
-        The CPU path once the state is full is `_above_bar` + `_merge_sparse`."""
+        The CPU's path once the state is full is `analysis.cpu_fold`."""
         if _accelerated(acts):  # accelerators: a stable sort of the batch, then a sorted merge (no host reads)
             values, idx = top_k_sorted(acts, index, self.k)
             self.top_values, self.top_index = merge_top_k(self.top_values, self.top_index, values, idx, self.k,
@@ -171,14 +170,6 @@ class LayerStats:
         else:
             flat = np.arange(n * f)
         self._merge_sparse(flat // f, flat % f, acts.numpy().ravel()[flat], index, n)
-
-    def _above_bar(self, acts: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, neurons, values) of a full state's candidates in a batch (N, F): activations above
-        the neuron's k-th best (a tie keeps the earlier token)."""
-        # why: numpy's comparison and flatnonzero take 0.3 ms for 1M activations, torch's 1.3 ms
-        x = acts.numpy()
-        flat = np.flatnonzero(np.greater(np.abs(x), np.abs(self.top_values[:, -1].numpy())))
-        return flat // x.shape[1], flat % x.shape[1], x.ravel()[flat]
 
     def _merge_sparse(self, row: np.ndarray, col: np.ndarray, val: np.ndarray, index: Tensor, n: int) -> None:
         """Merge candidates (row, neuron, value), rows ascending, into the sorted (F, <=k) state.
@@ -408,11 +399,6 @@ class NeuronStats:
         return stats
 
 
-# compiling the fold (10-35 s on one core) saves ~3.5 ms per 1M activations (analysis/fused.py): it
-# repays itself from ~1.4M tokens of a 6-layer model with F = 1024, ~280k of a 30-layer one
-COMPILE_MIN_TOKEN_LAYERS = 2**23
-
-
 def windows(tokens: Tensor, seq_len: int, batch_size: int, first: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
     """Cut a 1-D stream into non-overlapping windows, from window `first` on;
     yield ((B, T) batch, (B*T,) global token indices)."""
@@ -430,8 +416,7 @@ def window_batch(tokens: Tensor, seq_len: int, start: int, stop: int) -> tuple[T
 def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: int = 8,
                  cfg: StatsConfig = StatsConfig(), dtype: torch.dtype | None = torch.bfloat16,
                  progress: bool = True, resume: NeuronStats | None = None,
-                 checkpoint: callable | None = None, checkpoint_every: int = 50,
-                 compiled: bool | None = None) -> NeuronStats:
+                 checkpoint: callable | None = None, checkpoint_every: int = 50) -> NeuronStats:
     """One pass over `tokens` (1-D), folding every layer's `ffn.hook_post` into `NeuronStats`.
 
     `dtype` runs the forward under autocast (bf16 is fast on AMX and GPUs; the statistics are
@@ -445,9 +430,8 @@ def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: 
     equal to one process's on the top-k indices and to float rounding on the moments. The
     histogram range comes from the pass's first batch (rank 0's), sent to the others.
 
-    `compiled` folds the CPU's batches with one compiled loop (`ffnlab.analysis.fused`: the same bins
-    and counts, moments to float rounding); by default only passes of at least
-    `COMPILE_MIN_TOKEN_LAYERS` tokens x layers, which repay the ~30 s of compiling.
+    On the CPU, once a layer holds k triggers per neuron, each batch is folded in one compiled pass
+    (`ffnlab.analysis.cpu_fold`: the same top-k, bins and counts, moments to float rounding).
     """
     from tqdm import tqdm
 
@@ -460,20 +444,15 @@ def neuron_stats(model: Hooked, tokens: Tensor, seq_len: int = 128, batch_size: 
     rank, world = dist.rank(), dist.world()
     done = resume.count if resume is not None else 0
     first = done // seq_len
-    if compiled is None:
-        compiled = device.type == "cpu" and (n_win - first) * seq_len * len(names) >= COMPILE_MIN_TOKEN_LAYERS
     stats = NeuronStats(cfg, [], tokens, seq_len)
     if resume is not None:  # rank 0 continues the saved state; the others start empty with its ranges
         stats.layers = [layer if rank == 0 else _empty_like(layer) for layer in resume.layers]
-    for layer in stats.layers:
-        layer.compiled = compiled
     current: dict[str, Tensor] = {}
 
     def fold(name: str, act: Tensor) -> None:
         layer = names.index(name)
         if layer == len(stats.layers):
             stats.layers.append(LayerStats(act.shape[-1], stats.cfg, act.device))
-            stats.layers[layer].compiled = compiled
             if current.get("edges") is not None:
                 stats.layers[layer].edges = current["edges"][layer].to(act.device)
         with torch.autocast(act.device.type, enabled=False):  # why: the statistics are float32, not bf16

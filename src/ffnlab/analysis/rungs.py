@@ -110,14 +110,14 @@ class LayerFit:
 
     moments: Moments  # of (x, y)
     ordinary: Moments  # of (x, y) over the tokens whose output norm is below `massive_bar`
-    massive_bar: Tensor  # () MASSIVE x the median output norm on the first batch
+    massive_bar: Tensor  # () MASSIVE x the median output norm on the calibration batch (the first by default)
     pos_sum: Tensor  # (T, D) sum of y at each position
     pos_n: Tensor  # (T,)
     abs_sum: Tensor  # (F,) sum of |post|
     max_abs: Tensor  # (F,) max of |post|
     above: Tensor  # (F,) tokens with |post| > eps
     gate_open: Tensor  # (F,) tokens with pre > 0
-    eps: Tensor  # () the activity threshold: 1% of the activation RMS on the first batch
+    eps: Tensor  # () the activity threshold: 1% of the activation RMS on the calibration batch
     x_abs: Tensor | None = None  # (D, F) sum of x |post|ᵀ (the MoE router's target)
     coact: Tensor | None = None  # (F, F) tokens where both neurons are above eps
 

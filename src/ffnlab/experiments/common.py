@@ -55,7 +55,7 @@ class Size:
     test_tokens: int | None  # test tokens a model is scored on (None: the whole test split)
     hold: float = 0.0  # share of the steps trained at the floor rate at the end (TrainConfig.hold)
     grow: int = 2  # rates a sweep may add past the edge of `lrs` when the edge wins (quality.choose_lr)
-    retry: float = 0.0  # a comparison model missing the plateau trains once more at this many times its steps
+    retry: float = 0.0  # where an experiment asks (fit_variants' retry): steps of a retry, x the first run's
 
 
 SIZES = {
@@ -76,27 +76,27 @@ SIZES = {
     # 2.7% -- the cosine's last annealing, which longer training does not shrink; holding the floor for the last 20%,
     # 2000 steps end 0.42 below it falling -0.4%, 3000 steps 0.44 below, 0.35%. Loss still falls with budget (cosine:
     # 1.611 at 2000 steps, 1.579 at 3000, 1.560 at 4000), so "plateau" is at this budget's schedule, not at capacity
-    # C2's deep models are d=48: at 12 layers of d=32 the full model ended 0.36-0.40 nats below the best n-gram (3 seeds,
-    # lr 0.016); a seed-0 pilot at d=48 ended 0.46 below it, falling 0.86% over its last 20%, at about 1.5x the cost
+    # C2's deep models are d=48: at 12 layers of d=32 the full model ended 0.36-0.40 nats below the best n-gram (3
+    # seeds, lr 0.016); a seed-0 pilot at d=48 ended 0.46 below it, falling 0.86% over its last 20%, at ~1.5x the cost
     "full": Size("char", 128, 64, 4, 4, 128, 16, 2500, 32, 12, 48, bar=0.4, plateau=True, lrs=(4e-3, 8e-3, 1.6e-2),
-                 sweep_steps=400, test_tokens=None, hold=0.2,
-                 retry=1.5),
+                 sweep_steps=400, test_tokens=None, hold=0.2, retry=1.5),
 }
 
 
-def training_method(ctx: Context) -> str:
-    """How the study's language models are trained and scored, in words (from the size itself)."""
+def training_method(ctx: Context, retry: bool = False) -> str:
+    """How the study's language models are trained and scored, in words (from the size itself;
+    `retry`: the experiment retries comparison models that miss the plateau, see `fit_variants`)."""
     s = size(ctx)
     plateau = " and at a plateau (validation loss falling < 1% over the last 20% of steps)" if s.plateau else ""
     hold = f" (the cosine reaches its floor at {1 - s.hold:.0%} of the steps and holds it)" if s.hold else ""
     grow = f" (grown by up to {s.grow} rates past an edge that wins)" if s.grow else ""
-    retry = f" As a rule, {RETRY_RULE.format(retry=s.retry)}." if s.retry and s.plateau else ""
+    again = f" As a rule, {RETRY_RULE.format(retry=s.retry)}." if retry and s.retry and s.plateau else ""
     return (f"Each model trains {s.steps} steps of {s.batch_size}x{s.seq_len} {s.tokenizer} tokens{hold}, seeds "
             "paired (every variant of a seed sees the same batches), at the learning rate its FFN family won among "
             f"{', '.join(f'{lr:g}' for lr in s.lrs)}{grow} in {s.sweep_steps}-step runs judged on validation; losses "
             f"are on the test split. The reference model must be >= {s.bar:g} nats below the best n-gram "
             f"baseline{plateau}, and every model it is compared with must beat that baseline{plateau}, "
-            f"else the verdict is inconclusive.{retry}")
+            f"else the verdict is inconclusive.{again}")
 
 
 def size_name(ctx: Context) -> str:
@@ -186,8 +186,9 @@ class Sweep:
     steps: int
 
     def schedule(self, ctx: Context, lr: float) -> TrainConfig:
-        return shortened(train_config(ctx, 0), self.steps).replace(lr=lr, min_lr=lr / 10, eval_every=self.steps,
-                                                                   checkpoint_every=self.steps)
+        full = train_config(ctx, 0)  # logs as often as the size's runs do (what the sweeps' stored runs were keyed on)
+        return shortened(full, self.steps).replace(lr=lr, min_lr=lr / 10, eval_every=self.steps,
+                                                   checkpoint_every=self.steps, log_every=full.log_every)
 
 
 def sweep_of(ctx: Context, model_cfg: ModelConfig, task) -> Sweep:
@@ -310,19 +311,20 @@ def fit_variants(ctx: Context, task, cfgs: dict[str, ModelConfig], prefix: str,
                  in_verdict: Callable[[str], bool] = lambda name: True, exempt: Callable[[str], str] = lambda name: "",
                  each: Callable[[int, str, Fitted], None] | None = None,
                  reference: Callable[[str], bool] = lambda name: True,
-                 steps: Callable[[str], int | None] = lambda name: None) -> dict[str, list[float]]:
+                 steps: Callable[[str], int | None] = lambda name: None, retry: bool = False) -> dict[str, list[float]]:
     """The seed x variant sweep: every variant of `cfgs` fitted for every seed of `ctx` (trained ahead
     when cores are idle, reused from the store when done before), its test loss per seed, and
     `each(seed, name, fitted)` for whatever an experiment measures on the trained model. Variants
     for which `reference` is false are comparison models (`fit`'s `comparison`); `steps(name)`, where
-    not None, trains that variant for fewer steps than the size's (`shortened`)."""
+    not None, trains that variant for fewer steps than the size's (`shortened`). `retry`: a comparison
+    model the criterion uses that misses the plateau trains once more, longer (`retried`)."""
     def schedule(seed: int, name: str) -> TrainConfig:
         cfg = train_config(ctx, seed)
         return cfg if steps(name) is None else shortened(cfg, steps(name))
 
     jobs = [(seed, name) for seed in ctx.seeds for name in cfgs]
     train_ahead(ctx, task, [(cfgs[n], schedule(seed, n), f"{prefix} {n} s{seed}") for seed, n in jobs])
-    candidates = [(seed, n) for seed, n in jobs if not reference(n) and not exempt(n)]
+    candidates = [(seed, n) for seed, n in jobs if retry and not reference(n) and not exempt(n) and in_verdict(n)]
     longer = retried(ctx, task, {job: (cfgs[job[1]], schedule(*job), f"{prefix} {job[1]} s{job[0]}")
                                  for job in candidates})
     losses: dict[str, list[float]] = {name: [] for name in cfgs}
@@ -338,9 +340,9 @@ def fit_variants(ctx: Context, task, cfgs: dict[str, ModelConfig], prefix: str,
     return losses
 
 
-def retried(ctx: Context, task, jobs: dict) -> dict:
-    """The longer schedules of the comparison `jobs` ({key: Job}, trained) whose run missed the plateau
-    (`quality.RETRY_RULE`, where the size has a `retry`), trained ahead: {key: TrainConfig}."""
+def retried(ctx: Context, task, jobs: dict[tuple[int, str], Job]) -> dict[tuple[int, str], TrainConfig]:
+    """The longer schedules of those `jobs` whose run (trained here if not in the store) missed the
+    plateau (`quality.RETRY_RULE`, where the size has a `retry`), each trained ahead where cores allow."""
     s = size(ctx)
     if not (s.retry and s.plateau and isinstance(task, TokenData)):
         return {}
@@ -349,7 +351,7 @@ def retried(ctx: Context, task, jobs: dict) -> dict:
         for key, (cfg, tcfg, name) in jobs.items():
             if misses_plateau(train_run(ctx, cfg, at_family_lr(ctx, cfg, tcfg, task), task, name), tcfg.steps):
                 longer[key] = shortened(tcfg, round(s.retry * tcfg.steps))
-    train_ahead(ctx, task, [(jobs[key][0], tcfg, f"{jobs[key][2]}, longer") for key, tcfg in longer.items()])
+    train_ahead(ctx, task, [(jobs[key][0], tcfg, jobs[key][2]) for key, tcfg in longer.items()])
     return longer
 
 

@@ -31,9 +31,9 @@ QUICK = {  # a few layers and rungs, 8k fit and 1k eval tokens: about a minute p
 }
 # fit (>= 8 D), eval, window length. Full: every rung (26) on every layer (30) replays the blocks above the
 # replaced one and the head, about 1.3 s per 1024 eval tokens on one thread (bf16, measured): 16k eval tokens
-# would take about 4.7 h; with 4096 (32 windows), measured on 2 idle threads, the whole experiment (SmolLM2 and
-# MiniLM) took 60 min, of which about 9 min is SmolLM2's fit pass. 2048 eval tokens (16 windows) halve the rest,
-# within the full study's 4 hours; each layer's interval widens by about 1.4x.
+# would take about 4.7 h; with 4096 (32 windows), measured on 2 idle threads, the whole experiment took 60 min:
+# SmolLM2's fit pass about 9 min (its progress bar in that run's log), MiniLM about 3 min, SmolLM2's eval the rest.
+# 2048 eval tokens (16 windows) halve that eval, for the full study's 4 hours; each interval widens by about 1.4x.
 TOKENS = {"quick": (8192, 1024, 64), "full": (16_384, 2048, 128)}
 
 

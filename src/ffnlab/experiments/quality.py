@@ -33,9 +33,9 @@ from ffnlab.results import Deviation, atomic_write_text
 from ffnlab.store import config_hash
 
 PLATEAU = 0.01  # relative improvement of validation loss over the last 20% of steps
-RETRY_RULE = ("a comparison model that misses the plateau is trained once more, {retry:g}x as many steps on the same "
-              "seed (the same batches, continued), and the longer run replaces it (its steps are in the trained-models "
-              "table): a longer run of a weaker variant narrows the reference model's lead over it")
+RETRY_RULE = ("a comparison model the criterion uses that misses the plateau is trained once more, {retry:g}x as many "
+              "steps on the same seed (the same batches, continued), and the longer run replaces it (its steps are in "
+              "the trained-models table); the longer run can only narrow the reference model's lead over that variant")
 COMPARISON_RULE = ("a comparison model (a variant compared with the experiment's reference model) must beat the best "
                    "n-gram (gap > 0) and plateau where the size asks; the size's bar applies to the reference model")
 GATED = ("glu", "bilinear", "reglu", "geglu", "swiglu")
@@ -76,7 +76,7 @@ class Quality:
     exempt: str = ""  # why the bar does not apply (a control built to be crippled, a synthetic task)
     in_verdict: bool = True  # False: shown for reference only; missing the bar is flagged, not fatal
     comparison: bool = False  # a variant compared with the reference model: its bar is 0 (COMPARISON_RULE)
-    first_steps: int | None = None  # a longer run's first length, where that first run missed the plateau (RETRY)
+    first_steps: int | None = None  # a longer run's first length, where that run missed the plateau (RETRY_RULE)
 
     @property
     def gap(self) -> float | None:
