@@ -105,17 +105,18 @@ class LayerStats:
             span = float(acts.abs().max()) * self.cfg.range_mult or 1.0
             self.edges = torch.linspace(-span, span, self.cfg.bins + 1, device=acts.device)
         if not _accelerated(acts) and self.top_values.shape[1] == self.k:  # the CPU once the state is full:
-            shift = self.mean.float()  # the running mean (sums about it do not cancel)
-            scale, to_zero, _ = self._binning(acts.device)
-            s1, s2 = fold_full(acts, index, shift, scale, to_zero, self.cfg.bins - 1, self.cfg.threshold,
-                               self.above, self.hist, self.top_values, self.top_index)  # one compiled pass
-        else:
-            acts = acts.float()
-            shift = acts.mean(0) if self.count == 0 else self.mean.float()  # the batch's own mean at first
-            sums = torch.zeros(2, f, device=acts.device)  # sum of deviations, of squared deviations
-            self._merge_top(acts, index)
-            self._fold(acts, shift, sums)
-            s1, s2 = sums.double()
+            scale, to_zero, _ = self._binning(acts.device)  # everything in one compiled pass, in place
+            fold_full(acts, index, self.count, self.mean, self.m2, scale, to_zero, self.cfg.bins - 1,
+                      self.cfg.threshold, self.above, self.hist, self.top_values, self.top_index)
+            self.count += n
+            return
+        acts = acts.float()
+        # sums about a shift: the running mean (the batch's own at first), so they do not cancel
+        shift = acts.mean(0) if self.count == 0 else self.mean.float()
+        sums = torch.zeros(2, f, device=acts.device)  # sum of deviations, of squared deviations
+        self._merge_top(acts, index)
+        self._fold(acts, shift, sums)
+        s1, s2 = sums.double()
         b_m2 = (s2 - s1.square() / n).clamp_(min=0.0)
         _, self.mean, self.m2 = merge_moments(self.count, self.mean, self.m2, n, shift.double() + s1 / n, b_m2)
         self.count += n
