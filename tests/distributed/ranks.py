@@ -86,11 +86,36 @@ def memories(out: Path, resume: Path | None = None) -> None:
         stats.save(out)
 
 
+def reference_fits(calibrate: bool = False) -> dict:
+    """The ladder's fit statistics of both layers over the stream's windows (batches of 3; 7 batches,
+    the last short: ranks get unequal shares), as {name: tensor}; `calibrate` on the first batch."""
+    from ffnlab.analysis.ladder import LadderConfig, fit_layers
+
+    model = tiny_model()
+    with torch.no_grad():  # one neuron writing 100x: some outputs pass the massive bar
+        model.blocks[1].ffn.fc_out.weight[:, 0] *= 100
+    windows = stream()[: 20 * SEQ_LEN].view(20, SEQ_LEN)
+    batches = list(windows.split(BATCH))
+    fits, _ = fit_layers(model, batches, [0, 1], LadderConfig(), coact=True, transcoders=False,
+                         calibrate=batches[0] if calibrate else None)
+    return {f"{i}.{k}": v for i, fit in fits.items() for k, v in fit.state_dict().items()}
+
+
+def ladder_fits(out: Path) -> None:
+    from safetensors.torch import save_file
+
+    fits = reference_fits()
+    if dist.is_main():
+        save_file({**fits, "world": torch.tensor(dist.world())}, str(out))
+
+
 def main(task: str, out: str, *rest: str) -> None:
     torch.set_num_threads(1)
     with dist.process_group("cpu"):
         if task == "memories":
             memories(Path(out), Path(rest[0]) if rest else None)
+        elif task == "ladder":
+            ladder_fits(Path(out))
         elif task == "train":
             training(Path(out), Path(rest[0]) if rest else None)
         else:

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ffnlab import distributed as dist
 from ffnlab.analysis.replay import (R2, Scorer, applied, bootstrap_index, cache_streams, ffn_matrices,
                                     interval, output, run_from)
 from ffnlab.analysis.rungs import LayerFit, Rung, default_rungs, ffn_cost, fit_edit, parse_rung
@@ -104,10 +105,21 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
     `cfg.transcoder_epochs - 1` more passes train the transcoders only. Memory does not grow with tokens.
 
     The fits' thresholds come from the first batch, or from `calibrate` (a batch of tokens, one more
-    forward): shards of one fit pass, merged with `LayerFit.merge`, are calibrated on the same batch."""
+    forward): shards of one fit pass, merged with `LayerFit.merge`, are calibrated on the same batch.
+
+    Under torch.distributed, rank r streams batches r, r + N, ... of the N ranks, all calibrated on
+    the first batch, and every rank returns the fits merged over all ranks (`LayerFit.gathered`):
+    the single-process fit, its counts and maxima exactly, its sums to float rounding. Transcoders,
+    trained by SGD over the batches in order, do not shard: they are fitted in one process."""
     d = model.d_model
     widths = {i: ffn_matrices(model, i)["down"].shape[1] for i in layers}
     seq_len = max(b.shape[1] for b in batches)
+    if dist.world() > 1:
+        if transcoders:
+            raise FFNLabError("the transcoder rung trains over the fit batches in order and does not shard over "
+                              "processes: fit it in one process (without torchrun)")
+        calibrate = batches[0] if calibrate is None else calibrate
+        batches = batches[dist.rank()::dist.world()]
     fits = {i: LayerFit.zeros(d, widths[i], seq_len, moe=coact) for i in layers}
     trainers = {i: TranscoderTrainer(Transcoder(d, cfg.transcoder_width or 2 * widths[i], cfg.transcoder_k,
                                                 seed=cfg.seed * 1000 + i).to(_device(model)), cfg.transcoder_lr)
@@ -155,6 +167,8 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
                 if trainers:
                     bar.set_postfix(r2=f"{sum(t.last_r2 for t in trainers.values()) / len(trainers):.3f}")
     bar.close()
+    if dist.world() > 1:
+        fits = {i: fit.gathered() for i, fit in fits.items()}
     return fits, {i: t.tc.eval() for i, t in trainers.items()}
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ffnlab import distributed as dist
 from ffnlab.analysis.moments import Moments
 from ffnlab.analysis.transcoder import Transcoder
 from ffnlab.errors import FFNLabError
@@ -183,6 +184,18 @@ class LayerFit:
         else:  # a shard without MoE statistics: the merged state has none either
             self.coact = self.x_abs = None
         return self
+
+    def gathered(self) -> LayerFit:
+        """The merge of this layer's fit over every rank of a torch.distributed group (a collective:
+        all ranks call it and get the result; rank order fixes the float summation order)."""
+        if dist.world() == 1:
+            return self
+        parts = {k: dist.all_gather(v) for k, v in sorted(self.state_dict().items())}
+        fits = [LayerFit.from_state({k: v[r] for k, v in parts.items()}) for r in range(dist.world())]
+        merged = fits[0]
+        for other in fits[1:]:
+            merged = merged.merge(other)
+        return merged
 
     @property
     def n(self) -> int:
