@@ -207,7 +207,7 @@ def test_the_cpu_fold_keeps_the_top_k_by_the_one_order_and_the_eager_bins(dtype,
     from ffnlab.analysis import neurons
 
     calls = []
-    monkeypatch.setattr(neurons, "fold_full", lambda *a: calls.append(1) or fold_full(*a))
+    monkeypatch.setattr(neurons, "_one_pass", lambda: lambda *a: calls.append(1) or fold_full(*a))
     gen = torch.Generator().manual_seed(0)
     acts = ((torch.randn(1200, 48, generator=gen) * 3).round() * torch.rand(48, generator=gen)).to(dtype)
     cfg = StatsConfig(k=6, threshold=0.5, bins=16)
@@ -224,3 +224,55 @@ def test_the_cpu_fold_keeps_the_top_k_by_the_one_order_and_the_eager_bins(dtype,
     assert torch.equal(stats.above, (a > 0.5).sum(0))
     assert torch.allclose(stats.mean, a.double().mean(0), atol=1e-6)  # float32 sums: to float rounding
     assert torch.allclose(stats.var, a.double().var(0, unbiased=False), rtol=1e-5, atol=1e-6)
+
+
+def test_without_the_one_pass_fold_the_eager_fold_gives_the_same_statistics(monkeypatch):
+    """Where numba cannot load, full states fold eagerly: the same top-k and bins, moments to rounding."""
+    from ffnlab.analysis import neurons
+
+    gen = torch.Generator().manual_seed(1)
+    acts = ((torch.randn(700, 24, generator=gen) * 3).round() * torch.rand(24, generator=gen)).to(torch.bfloat16)
+    cfg = StatsConfig(k=5, threshold=0.5, bins=12)
+
+    def fold() -> LayerStats:
+        stats = LayerStats(24, cfg)
+        for start in range(0, 700, 50):
+            stats.update(acts[start:start + 50], torch.arange(start, min(start + 50, 700)))
+        return stats
+
+    fast = fold()
+    monkeypatch.setattr(neurons, "_one_pass", lambda: None)
+    slow = fold()
+    for k in ("top_index", "top_values", "hist", "above"):
+        assert torch.equal(getattr(fast, k), getattr(slow, k)), k
+    assert torch.allclose(fast.mean, slow.mean, atol=1e-6) and torch.allclose(fast.m2, slow.m2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_non_finite_activations_and_other_widths_are_refused(full):
+    stats = LayerStats(8, StatsConfig(k=2))
+    if full:
+        stats.update(torch.randn(10, 8), torch.arange(10))
+    bad = torch.randn(10, 8)
+    bad[3, 5] = float("nan")
+    bad[4, 1] = float("inf")
+    with pytest.raises(FFNLabError, match="2 neurons had NaN or infinite"):
+        stats.update(bad.to(torch.bfloat16), torch.arange(10, 20))
+    with pytest.raises(FFNLabError, match="fed activations"):
+        stats.update(torch.randn(10, 9), torch.arange(20, 30))
+
+
+def test_a_saved_pass_of_another_model_is_not_continued(tmp_path):
+    from types import SimpleNamespace
+
+    from ffnlab.experiments.c7_memories import stream_stats
+
+    tokens, cfg = stream(32 * 8), StatsConfig(k=3)
+    a, b = SimpleNamespace(name="a", model=tiny(seed=0)), SimpleNamespace(name="b", model=tiny(seed=1))
+    stream_stats(a, tokens, tmp_path / "stats", cfg, seq_len=32, batch_size=2, progress=False)
+    again = stream_stats(a, tokens, tmp_path / "stats", cfg, seq_len=32, batch_size=2, progress=False)
+    other = stream_stats(b, tokens, tmp_path / "stats", cfg, seq_len=32, batch_size=2, progress=False)
+    fresh = neuron_stats(b.model, tokens, 32, 2, cfg, progress=False)
+    for got, want in zip(other.layers, fresh.layers, strict=True):  # b's own pass, not a's continued
+        assert torch.equal(got.top_index, want.top_index) and torch.equal(got.hist, want.hist)
+    assert not torch.equal(again.layers[0].top_index, other.layers[0].top_index)

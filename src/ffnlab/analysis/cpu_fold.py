@@ -14,7 +14,9 @@ descending, then token ascending; a batch's tokens come after every kept one, so
 never displaces a kept token), the same histogram bins and counts as the eager fold (float32
 `x * scale + to_zero`, no fused multiply-add, truncated: as torch computes it), and the moments to
 float rounding (sums about the running mean in float32 over 64 rows, added in float64, merged by
-Chan et al.'s update as `merge.merge_moments` does). A NaN activation lands in bin 0 instead of failing.
+Chan et al.'s update as `merge.merge_moments` does). NaN activations are counted, not binned out of
+range: the caller refuses the batch (as it refuses infinite ones). Shapes are checked before the loop,
+which reads and writes without bounds checks.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _fold_row(x, token, shift, scale, to_zero, top_bin, threshold, a1, a2, above
         a2[c] += d * d
         above[c] += np.int32(1) if v > threshold else np.int32(0)
         b = v * scale + to_zero
-        if not b >= 0:  # also a NaN
+        if not b >= 0:  # also a NaN (the batch is then refused)
             b = np.float32(0.0)
         if b > top_bin:
             b = top_bin
@@ -84,6 +86,10 @@ def _fold(bits, up, index, count, mean, m2, scale, to_zero, top_bin, threshold, 
                 s2[c] += a2[c]
                 a1[c] = 0.0
                 a2[c] = 0.0
+    bad = 0  # neurons whose sums are not finite: NaN or infinite activations (binned at an end, not out of range)
+    for c in range(f):
+        if not (np.isfinite(s1[c]) and np.isfinite(s2[c])):
+            bad += 1
     total = count + n
     for c in range(f):
         above[c] += ups[c]
@@ -92,18 +98,25 @@ def _fold(bits, up, index, count, mean, m2, scale, to_zero, top_bin, threshold, 
         delta = batch_mean - mean[c]
         mean[c] += delta * (n / total)
         m2[c] += batch_m2 + delta * delta * (count * n / total)
+    return bad
 
 
 def fold_full(acts: Tensor, index: Tensor, count: int, mean: Tensor, m2: Tensor, scale: float, to_zero: float,
               top_bin: int, threshold: float, above: Tensor, hist: Tensor, top_values: Tensor,
-              top_index: Tensor) -> None:
+              top_index: Tensor) -> int:
     """Fold CPU activations (N, F) of tokens `index` (N,) into a full state of `count` tokens, in place:
     `mean`, `m2` (F,) float64, `above` (F,) int64, `hist` (F, bins) int64, the sorted top-k (F, k)
-    float32 / int64."""
+    float32 / int64. Returns how many neurons had NaN or infinite activations (the caller refuses them)."""
+    (n, f), k = acts.shape, top_values.shape[-1]
+    shapes = {"index": (index, (n,)), "mean": (mean, (f,)), "m2": (m2, (f,)), "above": (above, (f,)),
+              "hist": (hist, (f, top_bin + 1)), "top_values": (top_values, (f, k)), "top_index": (top_index, (f, k))}
+    for name, (t, want) in shapes.items():  # the loop reads and writes without bounds checks
+        if tuple(t.shape) != want:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}; activations {(n, f)} need {want}")
     if acts.dtype == torch.bfloat16:
         bits, up = acts.contiguous().view(torch.int16).numpy().view(np.uint16), 16
     else:
         bits, up = acts.float().contiguous().view(torch.int32).numpy().view(np.uint32), 0
-    _fold(bits, up, index.numpy(), count, mean.numpy(), m2.numpy(), np.float32(scale), np.float32(to_zero),
+    return _fold(bits, up, index.numpy(), count, mean.numpy(), m2.numpy(), np.float32(scale), np.float32(to_zero),
           np.float32(top_bin), np.float32(threshold), above.numpy(), hist.numpy(), top_values.numpy(),
           top_index.numpy())

@@ -107,8 +107,8 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
     The fits' thresholds come from the first batch, or from `calibrate` (a batch of tokens, one more
     forward): shards of one fit pass, merged with `LayerFit.merge`, are calibrated on the same batch.
 
-    Under torch.distributed, rank r streams batches r, r + N, ... of the N ranks, all calibrated on
-    the first batch, and every rank returns the fits merged over all ranks (`LayerFit.gathered`):
+    Under torch.distributed, rank r streams batches r, r + N, ... of the N ranks, all with rank 0's
+    thresholds from the first batch, and every rank returns the fits merged over all ranks (`LayerFit.gathered`):
     the single-process fit, its counts and maxima exactly, its sums to float rounding. Transcoders,
     trained by SGD over the batches in order, do not shard: they are fitted in one process."""
     d = model.d_model
@@ -151,13 +151,15 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
                 b + "hook_out": at_out}
 
     all_edits = {k: v for i in layers for k, v in edits(i).items()}
-    bar = _bar(progress, epochs * len(batches), "ladder fit", "batch")
+    bar = _bar(progress and dist.is_main(), epochs * len(batches), "ladder fit", "batch")
     with hooks(model, all_edits):
         if calibrate is not None:
             calibrating = True
             model(calibrate.to(_device(model)))
             seen.clear()
             calibrating = False
+            for fit in fits.values() if dist.world() > 1 else ():  # rank 0's thresholds: equal on all by construction
+                fit.eps, fit.massive_bar = dist.broadcast(fit.eps.clone()), dist.broadcast(fit.massive_bar.clone())
         for epoch in range(epochs):
             stats = epoch == 0
             for tokens in batches:

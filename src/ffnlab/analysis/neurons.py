@@ -20,6 +20,7 @@ import ctypes
 import functools
 import io
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +30,6 @@ import torch
 from torch import Tensor
 
 from ffnlab import distributed as dist
-from ffnlab.analysis.cpu_fold import fold_full
 from ffnlab.analysis.merge import merge_moments, merge_top_k, pad_top_k, top_k_sorted
 from ffnlab.device import module_device
 from ffnlab.errors import FFNLabError
@@ -95,6 +95,9 @@ class LayerStats:
         On an accelerator nothing here reads a value back to the host (but the first batch's range).
         """
         n, f = acts.shape
+        if f != self.n_neurons or index.shape != (n,):
+            raise FFNLabError(f"statistics of {self.n_neurons} neurons were fed activations {tuple(acts.shape)} of "
+                              f"tokens {tuple(index.shape)}: another model's statistics, or a damaged resume")
         if n == 0:
             return
         if self.mean.device != acts.device:
@@ -104,12 +107,17 @@ class LayerStats:
             # why: a fixed range keeps histograms mergeable across batches, ranks and runs
             span = float(acts.abs().max()) * self.cfg.range_mult or 1.0
             self.edges = torch.linspace(-span, span, self.cfg.bins + 1, device=acts.device)
-        if not _accelerated(acts) and self.top_values.shape[1] == self.k:  # the CPU once the state is full:
-            scale, to_zero, _ = self._binning(acts.device)  # everything in one compiled pass, in place
-            fold_full(acts, index, self.count, self.mean, self.m2, scale, to_zero, self.cfg.bins - 1,
-                      self.cfg.threshold, self.above, self.hist, self.top_values, self.top_index)
+        one_pass = not _accelerated(acts) and self.top_values.shape[1] == self.k and _one_pass()
+        if one_pass:  # the CPU once the state is full: everything in one compiled pass, in place
+            scale, to_zero, _ = self._binning(acts.device)
+            bad = one_pass(acts, index, self.count, self.mean, self.m2, scale, to_zero, self.cfg.bins - 1,
+                           self.cfg.threshold, self.above, self.hist, self.top_values, self.top_index)
+            if bad:
+                raise _not_finite(bad)
             self.count += n
             return
+        if not _accelerated(acts) and not bool(torch.isfinite(acts).all()):  # (an accelerator reads nothing back)
+            raise _not_finite(int((~torch.isfinite(acts)).any(0).sum()))
         acts = acts.float()
         # sums about a shift: the running mean (the batch's own at first), so they do not cancel
         shift = acts.mean(0) if self.count == 0 else self.mean.float()
@@ -510,6 +518,23 @@ def _empty_like(layer: LayerStats) -> LayerStats:
     out = LayerStats(layer.n_neurons, layer.cfg, layer.mean.device)
     out.edges = layer.edges
     return out
+
+
+@functools.cache
+def _one_pass():
+    """`cpu_fold.fold_full`, or None where numba cannot load or cache it (the eager fold is as exact)."""
+    try:
+        from ffnlab.analysis.cpu_fold import fold_full
+    except Exception as err:  # no numba for this platform, no writable cache directory, ...
+        warnings.warn(f"the one-pass statistics fold is unavailable ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0] if str(err) else ''}); folding eagerly", RuntimeWarning, stacklevel=3)
+        return None
+    return fold_full
+
+
+def _not_finite(neurons: int) -> FFNLabError:
+    return FFNLabError(f"{neurons} neuron{'s' if neurons != 1 else ''} had NaN or infinite activations: the model's "
+                       "forward overflows or is broken (weights, dtype); no statistics are kept from it")
 
 
 def _count_above(acts: Tensor, threshold: float) -> Tensor:

@@ -13,6 +13,7 @@ are opened, with their own tokenizers, by `ffnlab.open`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -43,10 +44,11 @@ def stream_stats(opened: Opened, tokens: Tensor, out: str | Path, cfg: StatsConf
     """The streaming pass over `tokens`, resumable from (and saved to) `out`."""
     out = Path(out)
     resume = None
-    if NeuronStats.saved(out) is not None:
-        old = NeuronStats.load(out)
-        if old.cfg == cfg and old.seq_len == seq_len and torch.equal(old.tokens, tokens):
-            resume = old
+    found = NeuronStats.saved(out)
+    if found is not None:
+        old, made_by = NeuronStats.load(out), json.loads((found / "meta.json").read_text()).get("model")
+        if made_by == opened.name and old.cfg == cfg and old.seq_len == seq_len and torch.equal(old.tokens, tokens):
+            resume = old  # the same pass, stopped part way (or done): another model's statistics are not continued
     if resume is None or resume.count < (len(tokens) // seq_len) * seq_len:
         # under torch.distributed every rank streams its part; rank 0 saves the merged statistics
         stats = neuron_stats(opened.model, tokens, seq_len, batch_size, cfg, progress=progress, resume=resume,
