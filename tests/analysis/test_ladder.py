@@ -177,6 +177,18 @@ def test_fits_of_shards_calibrated_on_one_batch_merge_into_the_whole_fit_and_oth
         fit_layers(model, batches[:2], [0, 1], cfg, coact=True, transcoders=False)[0][1].merge(apart[1])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_fit_on_a_gpu_matches_the_cpu_fit():
+    model = model_with("swiglu")
+    batches = list(windows(16, 3).split(8))
+    cpu, _ = fit_layers(model, batches, [0, 1], LadderConfig(), coact=True, transcoders=False)
+    gpu, _ = fit_layers(model.cuda(), [b.cuda() for b in batches], [0, 1], LadderConfig(), coact=True,
+                        transcoders=False)
+    for i in (0, 1):
+        assert gpu[i].n == cpu[i].n and gpu[i].pos_sum.device.type == "cpu"
+        assert torch.allclose(gpu[i].moments.xy, cpu[i].moments.xy, rtol=1e-3, atol=1e-3)  # GPU matmuls round apart
+
+
 def test_resumed_ladder_equals_an_uninterrupted_one_and_other_settings_are_refused(tmp_path):
     model = model_with("swiglu")
     cfg = dict(rungs=("affine", "rank-4", "topk-25", "prune-weight-50", "moe-8x2", "resample", "drop-attn"),

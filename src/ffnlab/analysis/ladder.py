@@ -41,7 +41,7 @@ from torch import Tensor
 from ffnlab import distributed as dist
 from ffnlab.analysis.replay import (R2, Scorer, applied, bootstrap_index, cache_streams, ffn_matrices,
                                     interval, output, run_from)
-from ffnlab.analysis.rungs import LayerFit, Rung, default_rungs, ffn_cost, fit_edit, parse_rung
+from ffnlab.analysis.rungs import LayerFit, Rung, collective_device, default_rungs, ffn_cost, fit_edit, parse_rung
 from ffnlab.analysis.transcoder import Transcoder, TranscoderTrainer
 from ffnlab.errors import FFNLabError, check_field_types
 from ffnlab.model.hooks import hooks
@@ -158,8 +158,11 @@ def fit_layers(model, batches: list[Tensor], layers: list[int], cfg: LadderConfi
             model(calibrate.to(_device(model)))
             seen.clear()
             calibrating = False
-            for fit in fits.values() if dist.world() > 1 else ():  # rank 0's thresholds: equal on all by construction
-                fit.eps, fit.massive_bar = dist.broadcast(fit.eps.clone()), dist.broadcast(fit.massive_bar.clone())
+            if dist.world() > 1:  # rank 0's thresholds on every rank: equal by construction
+                comm = collective_device()
+                for fit in fits.values():
+                    fit.eps = dist.broadcast(fit.eps.to(comm)).cpu()
+                    fit.massive_bar = dist.broadcast(fit.massive_bar.to(comm)).cpu()
         for epoch in range(epochs):
             stats = epoch == 0
             for tokens in batches:

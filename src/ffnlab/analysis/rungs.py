@@ -85,6 +85,13 @@ def parse_rung(name: str) -> Rung:
     return Rung(name, family, value)
 
 
+def collective_device() -> torch.device:
+    """Where a collective on the CPU-held fits runs: the rank's GPU under NCCL (which takes no CPU
+    tensors), else the CPU."""
+    nccl = torch.distributed.get_backend() == "nccl"
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+
+
 def default_rungs(d_model: int, d_ff: int) -> list[str]:
     """The full ladder for a model of width `d_model` (ranks 8 ... D/2 in powers of two)."""
     ranks, r = [], 8
@@ -133,12 +140,15 @@ class LayerFit:
     @torch.no_grad()
     def calibrate(self, post: Tensor, y: Tensor) -> None:
         """Set the thresholds (`eps`, `massive_bar`) from one batch; shards to be merged share that batch."""
+        post, y = post.to(self.pos_sum.device), y.to(self.pos_sum.device)
         self.eps = 0.01 * post.double().square().mean().sqrt()
         self.massive_bar = MASSIVE * y.double().norm(dim=-1).median()
 
     @torch.no_grad()
     def add(self, x: Tensor, pre: Tensor, post: Tensor, y: Tensor) -> None:
-        """Add one batch (the first one calibrates, unless `calibrate` was called before)."""
+        """Add one batch (the first one calibrates, unless `calibrate` was called before). The state stays
+        where it was made (the CPU: what the rungs' edits and the store read), whatever device the batch is on."""
+        x, pre, post, y = (t.to(self.pos_sum.device) for t in (x, pre, post, y))
         if torch.isnan(self.eps):
             self.calibrate(post, y)
         x64, y64 = x.double(), y.double()
@@ -190,7 +200,8 @@ class LayerFit:
         all ranks call it and get the result; rank order fixes the float summation order)."""
         if dist.world() == 1:
             return self
-        parts = {k: dist.all_gather(v) for k, v in sorted(self.state_dict().items())}
+        comm = collective_device()
+        parts = {k: [p.cpu() for p in dist.all_gather(v.to(comm))] for k, v in sorted(self.state_dict().items())}
         fits = [LayerFit.from_state({k: v[r] for k, v in parts.items()}) for r in range(dist.world())]
         merged = fits[0]
         for other in fits[1:]:
