@@ -118,5 +118,5 @@ def fold_full(acts: Tensor, index: Tensor, count: int, mean: Tensor, m2: Tensor,
     else:
         bits, up = acts.float().contiguous().view(torch.int32).numpy().view(np.uint32), 0
     return _fold(bits, up, index.numpy(), count, mean.numpy(), m2.numpy(), np.float32(scale), np.float32(to_zero),
-          np.float32(top_bin), np.float32(threshold), above.numpy(), hist.numpy(), top_values.numpy(),
-          top_index.numpy())
+                 np.float32(top_bin), np.float32(threshold), above.numpy(), hist.numpy(), top_values.numpy(),
+                 top_index.numpy())
