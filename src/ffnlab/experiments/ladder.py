@@ -283,9 +283,9 @@ def _median(v: list[float]) -> float:
                         Deviation(4, "full size: SmolLM2's ladder on every other layer (0, 2, ..., 28) instead of "
                                      "all 30; MiniLM keeps all 6, and the cumulative drops of the last n FFNs are "
                                      "unchanged",
-                                  "version 3's full run in the measured full study: 2,304 s of a study that came to "
-                                  "about 4.3 h against its 4 (SmolLM2 2,160 s: a fit pass of about 10 min, then 30 to "
-                                  "70 s a layer)",
+                                  "version 3's full run in the measured full study: 2,304 s of a study measured at "
+                                  "4.15 h with three experiments unfinished, projected at about 4.7 h against its 4 "
+                                  "(SmolLM2 2,160 s: a fit pass of about 10 min, then 30 to 70 s a layer)",
                                   "the full study must fit its budget; the ladder has no criterion, its per-layer "
                                   "counts say 'of the layers measured', and half the layers still span the whole "
                                   "depth, as in pretrained-ffn-ablation version 4")))
