@@ -23,6 +23,7 @@ from ffnlab.experiments.capacity import known_facts as facts_known
 from ffnlab.experiments.capacity_task import IS, CapacityFacts
 from ffnlab.experiments.common import Fitted, few_threads, fit, progress_bar, size_name
 from ffnlab.experiments.registry import Context, Findings, experiment
+from ffnlab.experiments.side_by_side import Call, ahead
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFNConfig, ModelConfig, count_params
 from ffnlab.results import INCONCLUSIVE, Anchor, Criterion, Deviation, Line, Series, Table
@@ -167,6 +168,18 @@ def sweep(ctx: Context, cap: Capacity, cfg: ModelConfig, name: str, seed: int) -
     return [points[n] for n in sorted(points)]
 
 
+def sweep_calls(cap: Capacity, cfgs: dict[str, ModelConfig], jobs: Sequence[tuple[int, str]]) -> list[Call]:
+    """The sweeps of `jobs` (seed, model) as calls for `side_by_side.ahead`: first each grid point's runs
+    (always trained, independent of each other), then the sweep itself, which finds them in the store and
+    adds the points that depend on them."""
+    calls: list[Call] = []
+    for seed, k in jobs:
+        first = len(calls)
+        calls += [Call(fit_facts, (cap, cfgs[k], k, n, seed, lr)) for n in cap.grid for lr in cap.lrs]
+        calls.append(Call(sweep, (cap, cfgs[k], k, seed), after=tuple(range(first, len(calls)))))
+    return calls
+
+
 def capacity_verdict(ratios: list[float], band_reached: bool, full: bool, not_full: Sequence[str] = (),
                      deciding: str = "") -> tuple[str, str, list]:
     """(verdict, reason, [estimate]) from per-seed capacity ratios (with / without FFN), whether every sweep
@@ -233,6 +246,7 @@ def memorisation(ctx: Context) -> Findings:
     cfgs = capacity_models(cap, vocab)
     curves: dict[str, list[list[dict]]] = {k: [] for k in cfgs}
     jobs = [(seed, k) for seed in ctx.seeds for k in cfgs]
+    ahead(ctx, sweep_calls(cap, cfgs, jobs), "C8 capacity sweeps")  # on idle cores; the loop below reuses them
     with few_threads():
         for seed, k in progress_bar(jobs, ctx, "C8 capacity"):
             curves[k].append(sweep(ctx, cap, cfgs[k], k, seed))

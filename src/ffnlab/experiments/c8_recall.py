@@ -10,10 +10,12 @@ the verdict is inconclusive: a task nobody learned says nothing about where it i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from ffnlab.experiments.common import few_threads, fit, progress_bar, size_name
+from ffnlab.experiments.common import Fitted, few_threads, fit, progress_bar, size_name
 from ffnlab.experiments.registry import Context, Findings, experiment
+from ffnlab.experiments.side_by_side import Call, ahead
 from ffnlab.experiments.tasks import RecallTask, answer_accuracy
 from ffnlab.experiments.verdict import decide, estimate
 from ffnlab.model import FFNConfig, ModelConfig, count_params, match_width
@@ -78,6 +80,16 @@ def recall_train_config(r: Recall, steps: int, seed: int) -> TrainConfig:
                        checkpoint_every=steps, precision="fp32", seed=seed, log_every=max(1, steps // 20))
 
 
+def recall_task(r: Recall) -> RecallTask:
+    return RecallTask(n_keys=r.n_keys, n_values=r.n_keys, n_pairs=r.n_pairs, n_queries=r.n_queries)
+
+
+def fit_recall(ctx: Context, r: Recall, cfg: ModelConfig, name: str, steps: int, seed: int) -> Fitted:
+    """Train (or reuse from the store) model `cfg` on recall for `steps` steps."""
+    return fit(ctx, cfg, recall_train_config(r, steps, seed), recall_task(r), f"c8 recall {name} {steps} steps s{seed}",
+               sweep=False)
+
+
 def recall_verdict(no_ffn: list[float], best: float) -> tuple[str, str, list]:
     """(verdict, reason, [estimate]) from the no-FFN model's per-seed accuracy and the best model's mean."""
     est = estimate(CRITERION.quantity, no_ffn)
@@ -100,23 +112,26 @@ def recall_verdict(no_ffn: list[float], best: float) -> tuple[str, str, list]:
                                   "unchanged"),))
 def in_context_recall(ctx: Context) -> Findings:
     r = RECALL.get(size_name(ctx), RECALL["quick"])
-    task = RecallTask(n_keys=r.n_keys, n_values=r.n_keys, n_pairs=r.n_pairs, n_queries=r.n_queries)
+    task = recall_task(r)
     cfgs = recall_models(r, task.vocab_size)
     x, y = task.batch("val", 0, r.eval_sequences, r.seq_len, 12345)  # fresh: pairs drawn apart from training
 
     def accuracy(k: str, steps: int, seed: int) -> float:
-        run = fit(ctx, cfgs[k], recall_train_config(r, steps, seed), task, f"c8 recall {k} {steps} steps s{seed}",
-                  sweep=False)
-        return answer_accuracy(run.model, x, y)
+        return answer_accuracy(fit_recall(ctx, r, cfgs[k], k, steps, seed).model, x, y)
+
+    def in_workers(steps: int, seeds: Sequence[int]) -> None:  # on idle cores; `accuracy` then reuses the runs
+        ahead(ctx, [Call(fit_recall, (r, cfgs[k], k, steps, seed)) for seed in seeds for k in cfgs], "C8 recall")
 
     ladder: list[dict[str, float]] = []
     with few_threads():
         for steps in progress_bar(r.budgets, ctx, "C8 recall budget"):
+            in_workers(steps, ctx.seeds[:1])
             ladder.append({k: accuracy(k, steps, ctx.seeds[0]) for k in cfgs})
             if max(ladder[-1].values()) >= SOLVED:
                 break
         steps = r.budgets[len(ladder) - 1]
         acc = {k: [ladder[-1][k]] for k in cfgs}
+        in_workers(steps, ctx.seeds[1:])
         for seed in progress_bar(ctx.seeds[1:], ctx, "C8 recall seeds"):
             for k in cfgs:
                 acc[k].append(accuracy(k, steps, seed))
