@@ -8,8 +8,9 @@ alone, and a call that failed in a worker fails again in the experiment, with it
 
 Only on a CPU with two or more idle cores (see ffnlab.threads); elsewhere (a GPU, one idle core)
 nothing happens and the experiment trains in turn. Models this small keep a thread busy with
-Python and dispatch rather than arithmetic: C8's full capacity models take 7.7 ms a step on one
-thread and 6.8 ms on two, so two single-thread workers get through about 1.7x the work.
+Python and dispatch rather than arithmetic: a training step of C8's full capacity models takes
+7-8 ms on one thread and hardly less on two (6.8-8.3 ms, measured interleaved on 2 idle cores),
+so two single-thread workers get through nearly twice the work.
 """
 
 from __future__ import annotations
