@@ -40,22 +40,22 @@ def capacity_calls(quick: bool) -> list[Call]:
             for seed in (0, 1) for name, cfg in cfgs.items()]
 
 
-def capacity_walls(tmp: Path, quick: bool, cores: int) -> tuple[float, float]:
-    """(one after another on `cores` threads, side by side on `cores` workers) for C8's capacity runs."""
+def capacity_walls(tmp: Path, calls: list[Call], cores: int) -> tuple[float, float]:
+    """(one after another on `cores` threads, side by side on `cores` workers) for C8's capacity `calls`."""
     seq_ctx = Context(mode="full", seeds=(0,), results=tmp / "c8-seq", progress=False)
     par_ctx = Context(mode="full", seeds=(0,), results=tmp / "c8-par", progress=False)
     t0 = time.perf_counter()
     with few_threads(cores):
-        for call in capacity_calls(quick):
+        for call in calls:
             call.fn(seq_ctx, *call.args)
     sequential = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ahead(par_ctx, capacity_calls(quick), "bench", workers=cores)
+    ahead(par_ctx, calls, "bench", workers=cores)
     return sequential, time.perf_counter() - t0
 
 
 def run(quick: bool = True) -> dict:
-    steps, cores = (60 if quick else 300), len(os.sched_getaffinity(0))
+    steps, cores, c8_calls = (60 if quick else 300), len(os.sched_getaffinity(0)), capacity_calls(quick)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         seq_ctx = Context(mode="quick", seeds=(0,), results=Path(tmp) / "seq", progress=False)
@@ -69,7 +69,7 @@ def run(quick: bool = True) -> dict:
         t0 = time.perf_counter()
         train_ahead(par_ctx, data(par_ctx), jobs(par_ctx, steps), sweep=False, workers=cores)
         ahead_s = time.perf_counter() - t0
-        c8_seq, c8_par = capacity_walls(Path(tmp), quick, cores) if cores >= 2 else (0.0, 0.0)
+        c8_seq, c8_par = capacity_walls(Path(tmp), c8_calls, cores) if cores >= 2 else (0.0, 0.0)
     n = len(jobs(seq_ctx, steps))
     if cores < 2:
         return {"notes": ["one core: nothing is trained ahead"], "sequential_s": sequential}
@@ -79,7 +79,7 @@ def run(quick: bool = True) -> dict:
                     "rows": [["one after another", f"1 x {cores}", sequential, 1.0],
                              ["trained ahead", f"{min(cores, n)} x 1", ahead_s,
                               sequential / ahead_s]]},
-                   {"title": f"{len(capacity_calls(quick))} of C8's full capacity runs (smallest N, "
+                   {"title": f"{len(c8_calls)} of C8's full capacity runs (smallest N, "
                              f"{EXPOSURES[quick]} exposures), {cores} cores",
                     "columns": ["way", "processes x threads", "wall s", "speed-up"],
                     "rows": [["one after another", f"1 x {cores}", c8_seq, 1.0],

@@ -10,6 +10,7 @@ import torch
 
 from ffnlab.experiments import side_by_side
 from ffnlab.experiments.c8_memorisation import CAPACITY, MODELS, capacity_models, sweep, sweep_calls, task_for
+from ffnlab.experiments.common import few_threads
 from ffnlab.experiments.registry import Context
 from ffnlab.experiments.side_by_side import Call, ahead
 
@@ -73,9 +74,9 @@ def test_sweeps_made_ahead_are_the_sweeps_the_experiment_makes_alone(tmp_path, t
     ahead(made, calls, "test")
     trained = sorted((tmp_path / "ahead" / "runs").iterdir())
     assert len(trained) >= 2 * len(cap.grid)
-    torch.set_num_threads(1)  # the workers' thread count: the same arithmetic, bit for bit
-    for seed, k in jobs:
-        reused = sweep(made, cap, cfgs[k], k, seed)
-        assert reused == sweep(alone, cap, cfgs[k], k, seed)
+    with few_threads(1):  # the workers' thread count: the same arithmetic, bit for bit
+        for seed, k in jobs:
+            reused = sweep(made, cap, cfgs[k], k, seed)
+            assert reused == sweep(alone, cap, cfgs[k], k, seed)
     assert sorted((tmp_path / "ahead" / "runs").iterdir()) == trained  # the experiment trained nothing itself
     assert [q.name for q in made.trained] == [q.name for q in alone.trained]
